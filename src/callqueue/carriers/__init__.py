@@ -1,0 +1,1 @@
+"""Telephony carriers behind one protocol: the simulator (default), Plivo, Twilio."""

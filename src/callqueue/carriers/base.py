@@ -1,0 +1,70 @@
+"""The contract every carrier meets.
+
+A carrier places calls (``dial``) and hangs them up (``hangup``). What happens to a call after
+the carrier accepted it comes back as events through a :class:`EventReporter`: from webhooks for
+real carriers, from the simulator's own timers for the simulated one. Both land in the engine's
+single event transition, so the rules are the same whatever the carrier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from callqueue.engine.queue import EndFacts
+from callqueue.models import CarrierEvent
+
+
+class DialKind(StrEnum):
+    ACCEPTED = "accepted"  # the carrier took the call; events will follow
+    REJECTED = "rejected"  # the carrier refused this number for good: the attempt fails
+    REFUSED = "refused"  # rate limited / overloaded / down: no call placed, try again later
+    AMBIGUOUS = "ambiguous"  # no clear answer (timeout): the call may be live
+
+
+@dataclass(frozen=True, slots=True)
+class DialRequest:
+    call_id: str
+    attempt: int
+    to: str  # E.164
+    campaign_id: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    ring_timeout_s: int = 60
+    max_duration_s: int = 1800
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    kind: DialKind
+    carrier_call_id: str = ""
+    reason: str = ""
+    retry_after_s: float | None = None  # for REFUSED: how long the carrier asks us to wait
+
+
+class EventReporter(Protocol):
+    """Where a carrier reports what happened to a call it accepted."""
+
+    async def report(
+        self,
+        call_id: str,
+        attempt: int,
+        kind: CarrierEvent,
+        *,
+        carrier_call_id: str = "",
+        end: EndFacts | None = None,
+    ) -> None: ...
+
+
+class Carrier(Protocol):
+    name: str
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        """Places one call. Must not raise for carrier answers; map them to a DialResult."""
+        ...
+
+    async def hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> bool:
+        """Ends a live call this carrier placed. False when it knows no such call."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,167 @@
+"""Settings from the environment (and a ``.env`` file), with the seed's variable names.
+
+A bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callqueue.carriers.simulator import DEFAULT_MIX, SimProfile
+from callqueue.engine.options import QueueOptions
+from callqueue.models import Outcome, RetryPolicy
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def _range(text: str, name: str) -> tuple[float, float]:
+    parts = text.split("-") if "-" in text.strip("-") else [text, text]
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"{name} must look like '1-4' (seconds)") from exc
+    if lo < 0 or hi < lo:
+        raise ValueError(f"{name} must be a range 0 <= low <= high")
+    return lo, hi
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # -- the seed's variables --
+    redis_url: str | None = Field(None, description="Redis/Valkey URL; unset: embedded server")
+    queue_workers: int = Field(10, ge=1, le=10_000, description="dial requests in flight/process")
+    max_concurrent_calls: int = Field(100, ge=0, description="global cap on live calls; 0 none")
+    rate_limit_per_second: float = Field(10, ge=0, description="global dials per second; 0 none")
+    plivo_auth_id: str | None = None
+    plivo_auth_token: str | None = None
+    plivo_number: str | None = None
+    agent_server_url: str = "http://localhost:8765"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # -- what callqueue adds --
+    redis_cluster: bool = False
+    redis_tls_ca: str | None = None
+    queue_name: str = Field("default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    data_dir: Path = Path(".callqueue")
+    carrier: Literal["auto", "simulator", "plivo", "twilio"] = "auto"
+    plivo_api_url: str = "https://api.plivo.com"
+    public_url: str | None = None
+    api_keys: str = ""
+    rate_limit_margin_ms: int = Field(15, ge=0, le=1000)
+    ring_timeout: int = Field(60, ge=1, le=600)
+    default_max_duration: int = Field(1800, ge=1, le=14_400)
+    call_grace_seconds: int = Field(60, ge=0, le=3600)
+    dial_lease_seconds: float = Field(30, gt=0, le=600)
+    retention_seconds: int = Field(7 * 24 * 3600, ge=60)
+    retry_base_delay: float = Field(30, ge=0)
+    retry_factor: float = Field(2, ge=1)
+    retry_max_delay: float = Field(3600, ge=0)
+    retry_jitter: float = Field(0.1, ge=0, le=1)
+    retry_on: str = "busy,no_answer,failed,lost"
+    sim_outcomes: str = ""  # e.g. "completed=0.7,busy=0.1,no_answer=0.2"
+    sim_ring_seconds: str = "1-4"
+    sim_talk_seconds: str = "5-30"
+    sim_dial_latency: float = Field(0, ge=0)
+    sim_refuse_rate: float = Field(0, ge=0, le=1)
+    sim_reject_rate: float = Field(0, ge=0, le=1)
+    sim_ledger: str | None = None
+    sim_seed: int | None = None
+    log_level: str = "INFO"
+    log_file: str | None = None
+    shutdown_timeout: float = Field(8, gt=0, le=60)
+
+    @field_validator("retry_on")
+    @classmethod
+    def _check_retry_on(cls, value: str) -> str:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [n for n in names if n not in Outcome.__members__.values()]
+        if bad:
+            raise ValueError(f"unknown outcome(s) {bad}; choose from {[o.value for o in Outcome]}")
+        return ",".join(names)
+
+    @field_validator("sim_ring_seconds", "sim_talk_seconds")
+    @classmethod
+    def _check_range(cls, value: str) -> str:
+        _range(value, "value")
+        return value
+
+    @field_validator("sim_outcomes")
+    @classmethod
+    def _check_mix(cls, value: str) -> str:
+        _parse_mix(value)
+        return value
+
+    # -- derived --
+    @property
+    def carrier_name(self) -> str:
+        if self.carrier != "auto":
+            return self.carrier
+        return "plivo" if self.plivo_auth_id else "simulator"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    def queue_options(self) -> QueueOptions:
+        return QueueOptions(
+            max_live_calls=self.max_concurrent_calls,
+            rate_per_second=self.rate_limit_per_second,
+            rate_margin_ms=self.rate_limit_margin_ms,
+            ring_timeout_s=self.ring_timeout,
+            default_max_duration_s=self.default_max_duration,
+            grace_s=self.call_grace_seconds,
+            dial_lease_s=self.dial_lease_seconds,
+            retention_s=self.retention_seconds,
+            retry=RetryPolicy(
+                retry_on=frozenset(Outcome(v) for v in self.retry_on.split(",") if v),
+                base_delay_s=self.retry_base_delay,
+                factor=self.retry_factor,
+                max_delay_s=self.retry_max_delay,
+                jitter=self.retry_jitter,
+            ),
+        )
+
+    def sim_profile(self) -> SimProfile:
+        mix = _parse_mix(self.sim_outcomes) or dict(DEFAULT_MIX)
+        return SimProfile(
+            mix=mix,
+            ring_s=_range(self.sim_ring_seconds, "SIM_RING_SECONDS"),
+            talk_s=_range(self.sim_talk_seconds, "SIM_TALK_SECONDS"),
+            dial_latency_s=self.sim_dial_latency,
+            refuse_rate=self.sim_refuse_rate,
+            reject_rate=self.sim_reject_rate,
+            seed=self.sim_seed,
+        )
+
+
+def _parse_mix(value: str) -> dict[Outcome, float]:
+    mix: dict[Outcome, float] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            mix[Outcome(name.strip())] = float(weight)
+        except ValueError as exc:
+            raise ValueError(f"bad entry {part!r}: use outcome=weight, e.g. busy=0.1") from exc
+    return mix
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads the settings; raises ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "?"
+            lines.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

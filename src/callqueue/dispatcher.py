@@ -1,0 +1,235 @@
+"""A worker's dispatch loop: claim -> dial -> record, with ``concurrency`` dial requests in
+flight, plus the reaper/heartbeat, and a graceful stop.
+
+Claims ask only for as many calls as there are idle dial tasks, so a claimed call is dialed at
+once. With a dial-rate limit, a call whose dial would start later than the limiter's margin
+after the claim was asked for is handed back unused instead: that is what keeps the carrier from
+ever seeing more than the limit in any sliding second, even when this process stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from callqueue.carriers.base import Carrier, DialKind, DialRequest
+from callqueue.engine.event_writer import EventWriter
+from callqueue.engine.queue import CallQueue, EndFacts
+from callqueue.engine.waker import Waker
+from callqueue.models import ClaimBlock, ClaimedCall, Outcome
+
+log = logging.getLogger(__name__)
+
+SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: CallQueue,
+        carrier: Carrier,
+        writer: EventWriter,
+        *,
+        concurrency: int = 10,
+        worker_id: str | None = None,
+        heartbeat_s: float = 2.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency (QUEUE_WORKERS) must be at least 1")
+        self.queue = queue
+        self.carrier = carrier
+        self.writer = writer
+        self.concurrency = concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self.heartbeat_s = heartbeat_s
+        self.waker = Waker(queue.client, queue.keys.wake_channel, self._hangup)
+        self._idle_count = concurrency
+        self._has_idle = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        limit, _ = queue.options.rate_window()
+        self._margin_s = queue.options.rate_margin_ms / 1000 if limit else None
+        self.dialed = 0
+        self.released_late = 0
+
+    async def start(self) -> None:
+        self.writer.start()
+        await self.waker.start()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="claim-loop"),
+            asyncio.create_task(self._maintenance_loop(), name="maintenance"),
+        ]
+
+    async def run_until_stopped(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._has_idle.set()
+        self.waker.poke()
+
+    async def stop(self, timeout_s: float = 8.0) -> None:
+        """No new claims; dial requests in flight finish and are recorded."""
+        self.request_stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        claim_loop = self._tasks[0] if self._tasks else None
+        if claim_loop is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(claim_loop, max(0.1, deadline - loop.time()))
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=max(0.1, deadline - loop.time()))
+        drain = getattr(self.carrier, "drain", None)
+        if drain is not None:
+            await drain(max(0.0, deadline - loop.time() - 1.0))
+        await self.writer.flush(max(0.1, deadline - loop.time()))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.waker.aclose()
+        await self.writer.aclose(0.5)
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            while self._idle_count == 0 and not self._stopping.is_set():
+                self._has_idle.clear()
+                await self._has_idle.wait()
+            if self._stopping.is_set():
+                break
+            want = self._idle_count
+            self.waker.clear()
+            asked = loop.time()
+            try:
+                result = await self.queue.claim(want)
+            except Exception as exc:
+                log.warning("claim failed: %s", exc)
+                await self.waker.wait(0.5)
+                continue
+            for call in result.calls:
+                self._start_dial(call, asked)
+            if len(result.calls) == want or (result.calls and result.blocked == ClaimBlock.RATE):
+                continue  # more may be ready; an empty rate bucket's reply says how long to wait
+            await self.waker.wait(
+                self._sleep_for(result.wait_ms, result.next_due_ms, result.server_now_ms)
+            )
+
+    @staticmethod
+    def _sleep_for(wait_ms: int | None, next_due_ms: int | None, now_ms: int) -> float:
+        candidates = [SAFETY_WAKE_S]
+        if wait_ms is not None:
+            candidates.append(wait_ms / 1000)
+        if next_due_ms is not None:
+            candidates.append((next_due_ms - now_ms) / 1000)
+        return max(0.0, min(candidates))
+
+    def _start_dial(self, call: ClaimedCall, asked: float) -> None:
+        self._idle_count -= 1
+        task = asyncio.create_task(self._dial(call, asked))
+        self._inflight.add(task)
+        task.add_done_callback(self._dial_done)
+
+    def _dial_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._idle_count += 1
+        self._has_idle.set()
+
+    # -- dialing -----------------------------------------------------------------------------
+    def _request(self, call: ClaimedCall) -> DialRequest:
+        o = self.queue.options
+        max_duration = call.spec.max_duration_s or o.default_max_duration_s
+        return DialRequest(
+            call.call_id,
+            call.attempt,
+            call.spec.phone_number,
+            call.spec.campaign_id,
+            call.spec.config,
+            o.ring_timeout_s,
+            max_duration,
+        )
+
+    async def _dial(self, call: ClaimedCall, asked: float) -> None:
+        q = self.queue
+        try:
+            if (
+                self._margin_s is not None
+                and asyncio.get_running_loop().time() - asked > self._margin_s
+            ):
+                self.released_late += 1
+                await q.release(call, "dial would start after the rate window margin")
+                return
+            try:
+                result = await asyncio.wait_for(
+                    self.carrier.dial(self._request(call)), q.options.dial_lease_s
+                )
+            except Exception:  # the request may have gone out: assume it did
+                log.exception("dialing %s via %s gave no answer", call.call_id, self.carrier.name)
+                await q.ambiguous(call)
+                return
+            self.dialed += 1
+            if result.kind == DialKind.ACCEPTED:
+                outcome = await self.writer.submit(
+                    q.event_call(
+                        call.call_id,
+                        call.attempt,
+                        "accepted",
+                        token=call.token,
+                        carrier_call_id=result.carrier_call_id,
+                    )
+                )
+                if outcome.cancel_requested:
+                    await self.carrier.hangup(call.call_id, call.attempt, result.carrier_call_id)
+            elif result.kind == DialKind.REJECTED:
+                await q.ended(
+                    call.call_id,
+                    call.attempt,
+                    EndFacts(Outcome.REJECTED, hangup_cause=result.reason),
+                )
+            elif result.kind == DialKind.REFUSED:
+                delay = int((result.retry_after_s or 0) * 1000)
+                await q.release(call, result.reason or "refused", delay)
+            else:
+                await q.ambiguous(call)
+        except Exception:
+            # The call stays tracked: its lease and longest life recover it.
+            log.exception("recording the dial of %s failed", call.call_id)
+
+    async def _hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> None:
+        try:
+            await self.carrier.hangup(call_id, attempt, carrier_call_id)
+        except Exception:
+            log.exception("hang-up of %s failed", call_id)
+
+    # -- reaper and heartbeat ---------------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        while True:
+            delay = self.heartbeat_s
+            try:
+                result = await self.queue.reap(self.worker_id, worker_ttl_s=self.heartbeat_s * 5)
+                if result.lost_attempts:
+                    log.warning(
+                        "%d attempts outlived their longest life: ended as lost",
+                        result.lost_attempts,
+                    )
+                    self.waker.poke()
+                if result.next_expiry_ms is not None:
+                    delay = min(
+                        delay,
+                        max(0.0, (result.next_expiry_ms - result.server_now_ms) / 1000 + 0.001),
+                    )
+            except Exception as exc:
+                log.warning("reap failed: %s", exc)
+            await asyncio.sleep(delay)

@@ -1,0 +1,121 @@
+"""Turns engine records into Redis values and back. Field names are short on purpose: they are
+stored once per call, and a queue holds millions of calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from callqueue.models import (
+    Attempt,
+    CallRecord,
+    CallSpec,
+    CallStatus,
+    HistoryEntry,
+    Outcome,
+    Priority,
+)
+
+
+def encode_spec(spec: CallSpec) -> bytes:
+    data: dict[str, Any] = {"to": spec.phone_number, "mr": spec.max_retries}
+    if spec.campaign_id is not None:
+        data["cp"] = spec.campaign_id
+    if spec.config:
+        data["cfg"] = spec.config
+    if spec.scheduled_at_ms is not None:
+        data["sa"] = spec.scheduled_at_ms
+    if spec.batch_id is not None:
+        data["b"] = spec.batch_id
+    return orjson.dumps(data)
+
+
+def decode_spec(
+    call_id: str, raw: bytes | str, priority: Priority, body_hash: str = ""
+) -> CallSpec:
+    data = orjson.loads(raw)
+    return CallSpec(
+        call_id=call_id,
+        phone_number=data["to"],
+        campaign_id=data.get("cp"),
+        config=data.get("cfg") or {},
+        priority=priority,
+        max_retries=int(data["mr"]),
+        scheduled_at_ms=data.get("sa"),
+        batch_id=data.get("b"),
+        body_hash=body_hash,
+    )
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int(value: bytes | str | None) -> int | None:
+    text = _text(value)
+    return int(float(text)) if text not in (None, "") else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def decode_attempt(raw: dict[str, Any]) -> Attempt:
+    outcome = raw.get("o")
+    return Attempt(
+        number=int(raw["n"]),
+        started_ms=int(raw["s"]),
+        carrier_call_id=raw.get("cid"),
+        outcome=Outcome(outcome) if outcome else None,
+        hangup_cause=raw.get("hc"),
+        answered_ms=_int(str(raw["an"])) if raw.get("an") is not None else None,
+        ended_ms=_int(str(raw["e"])) if raw.get("e") is not None else None,
+        duration_s=_float(raw.get("d")),
+        bill_duration_s=_float(raw.get("bd")),
+    )
+
+
+def _json_list(raw: bytes | str | None) -> list[Any]:
+    if not raw:
+        return []
+    value = orjson.loads(raw)
+    return value if isinstance(value, list) else []  # Lua's cjson writes {} for empty
+
+
+def _history(raw: bytes | str | None) -> list[HistoryEntry]:
+    entries = []
+    for line in (_text(raw) or "").splitlines():
+        at, status, note = line.split("|", 2)
+        entries.append(HistoryEntry(at_ms=int(at), status=CallStatus(status), note=note))
+    return entries
+
+
+def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
+    f = {k.decode(): v for k, v in fields.items()}
+    priority = Priority.from_rank(int(f["p"]))
+    spec = decode_spec(call_id, f["s"], priority, _text(f.get("h")) or "")
+    outcome = _text(f.get("oc"))
+    attempts = [decode_attempt(a) for a in _json_list(f.get("atts"))]
+    if f.get("as") is not None:  # the attempt under way
+        attempts.append(
+            Attempt(
+                number=int(f["a"]),
+                started_ms=int(f["as"]),
+                carrier_call_id=_text(f.get("cid")),
+                answered_ms=_int(f.get("an")),
+            )
+        )
+    return CallRecord(
+        spec=spec,
+        status=CallStatus(_text(f["st"]) or ""),
+        attempts=attempts,
+        history=_history(f.get("hist")),
+        created_ms=_int(f.get("cr")) or 0,
+        updated_ms=_int(f.get("up")) or 0,
+        next_attempt_ms=_int(f.get("due")),
+        outcome=Outcome(outcome) if outcome else None,
+        cancel_requested=_text(f.get("cx")) == "1",
+    )

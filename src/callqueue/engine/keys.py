@@ -1,0 +1,115 @@
+"""Every Redis key name, built in this one place.
+
+All keys of a queue share the hash tag ``{<queue>}`` so every script touches one cluster slot:
+the engine runs unchanged on a single server, Redis Cluster, or a managed Redis/Valkey.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def check_queue_name(name: str) -> str:
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"queue name {name!r} is invalid: use 1-64 letters, digits, '_', '.', ':' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    queue: str
+
+    def __post_init__(self) -> None:
+        check_queue_name(self.queue)
+
+    @property
+    def prefix(self) -> str:
+        return f"cq:{{{self.queue}}}:"
+
+    def call(self, call_id: str) -> str:
+        """Hash with one call's spec, state, attempts and history."""
+        return f"{self.prefix}c:{call_id}"
+
+    @property
+    def call_prefix(self) -> str:
+        """Passed in KEYS to scripts that pop call ids (claim, reap): same slot as the rest."""
+        return f"{self.prefix}c:"
+
+    @property
+    def ready(self) -> str:
+        """ZSET of queued calls; score = priority rank * 2^40 + arrival sequence."""
+        return f"{self.prefix}ready"
+
+    @property
+    def scheduled(self) -> str:
+        """ZSET of calls waiting for a time (scheduled_at or retry backoff); score = due ms."""
+        return f"{self.prefix}sched"
+
+    @property
+    def live(self) -> str:
+        """ZSET of attempts holding a live-call slot; score = end of the attempt's longest life."""
+        return f"{self.prefix}live"
+
+    @property
+    def leases(self) -> str:
+        """ZSET of calls a worker is dialing; score = dial lease deadline."""
+        return f"{self.prefix}lease"
+
+    @property
+    def rate_log(self) -> str:
+        """ZSET sliding log of dial grants in the current window (the global rate limiter)."""
+        return f"{self.prefix}rate"
+
+    @property
+    def seq(self) -> str:
+        """Arrival counter, keeps FIFO within a priority."""
+        return f"{self.prefix}seq"
+
+    @property
+    def stats(self) -> str:
+        """HASH of counters (enqueued, dialed, outcomes, durations)."""
+        return f"{self.prefix}stats"
+
+    @property
+    def dials_per_second(self) -> str:
+        """HASH epoch-second -> dials granted, trimmed to the last minute."""
+        return f"{self.prefix}dps"
+
+    @property
+    def finished(self) -> str:
+        """ZSET of terminal calls by finish time (trimmed by retention)."""
+        return f"{self.prefix}done"
+
+    @property
+    def dead(self) -> str:
+        """ZSET of failed calls by finish time: the dead-letter view."""
+        return f"{self.prefix}dead"
+
+    @property
+    def control(self) -> str:
+        """HASH of queue-wide switches (paused)."""
+        return f"{self.prefix}ctl"
+
+    @property
+    def workers(self) -> str:
+        """ZSET worker id -> last heartbeat ms."""
+        return f"{self.prefix}workers"
+
+    @property
+    def hangups(self) -> str:
+        """LIST of live calls whose cancel needs a carrier hang-up."""
+        return f"{self.prefix}hangups"
+
+    @property
+    def wake_channel(self) -> str:
+        """Pub/sub channel: work arrived, a slot freed, an earlier due time, or a hang-up."""
+        return f"{self.prefix}wake"
+
+    def batch(self, batch_id: str) -> str:
+        """SET of the call ids of one bulk batch."""
+        return f"{self.prefix}b:{batch_id}"

@@ -1,0 +1,138 @@
+-- Shared helpers, prepended to every script by engine/scripts.py (after the generated
+-- ALLOWED table of status transitions, which comes from callqueue.models.TRANSITIONS).
+-- Conventions: times are epoch milliseconds from the server clock (TIME), so every worker
+-- on every machine shares one clock; replies start with a status code string.
+
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+local LIVE = {dialing = true, ringing = true, in_progress = true}
+-- Phase of the current attempt: a carrier event never moves it backwards.
+local PHASE = {accepted = 1, ringing = 1, answered = 2, ended = 3}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- History: one line per transition, "ms|status|note", newest last, at most `limit` lines.
+-- Plain string appends: no JSON work on the hot path. Returns the new (hist, hn) values.
+local function history_with(key, at, status, note, limit)
+  local f = redis.call('HMGET', key, 'hist', 'hn')
+  local line = at .. '|' .. status .. '|' .. string.gsub(note or '', '\n', ' ') .. '\n'
+  local h = (f[1] or '') .. line
+  local n = tonumber(f[2] or '0') + 1
+  while n > limit do
+    h = string.sub(h, string.find(h, '\n', 1, true) + 1)
+    n = n - 1
+  end
+  return h, n
+end
+
+local function push_history(key, at, status, note, limit)
+  local h, n = history_with(key, at, status, note, limit)
+  redis.call('HSET', key, 'hist', h, 'hn', n)
+end
+
+-- Moves a call to `to`, refusing any move the transition table does not allow; extra
+-- field/value pairs are written in the same HSET.
+local function move(key, from, to, at, note, hist_limit, ...)
+  if not (ALLOWED[from] and ALLOWED[from][to]) then
+    return redis.error_reply('CQ_BAD_TRANSITION ' .. tostring(from) .. '->' .. tostring(to))
+  end
+  local h, n = history_with(key, at, to, note, hist_limit)
+  redis.call('HSET', key, 'st', to, 'up', at, 'hist', h, 'hn', n, ...)
+  return false
+end
+
+-- Attempts: the current one lives in plain fields (as: start, an: answered, cid: carrier id);
+-- a finished one is appended to `atts`, a JSON array, by settle below.
+
+-- Copies carrier facts into attempt record `rec` without overwriting known ones.
+local function merge_facts(rec, facts)
+  for k, v in pairs(facts) do
+    if v ~= nil and v ~= '' and rec[k] == nil then rec[k] = v end
+  end
+end
+
+-- Publishes a wake-up only when it can help: somebody may be waiting for a slot.
+local function slot_freed(live_key, channel, at, max_live)
+  if max_live > 0 and redis.call('ZCOUNT', live_key, '(' .. at, '+inf') + 1 >= max_live then
+    redis.call('PUBLISH', channel, 's')
+  end
+end
+
+-- Ends a call for good: terminal status, indexes, counters, retention. Extra field/value
+-- pairs are written with the status.
+-- K: {finished, dead, stats, ready, sched}
+local function finish(K, key, id, from, final, at, note, P, ...)
+  local err = move(key, from, final, at, note, P.hist_limit, 'fin', at, ...)
+  if err then return err end
+  redis.call('HDEL', key, 'tk', 'due')
+  if from == 'queued' then redis.call('ZREM', K.ready, id) end
+  if from == 'scheduled' then redis.call('ZREM', K.sched, id) end
+  redis.call('ZADD', K.finished, at, id)
+  if final == 'failed' then redis.call('ZADD', K.dead, at, id) end
+  redis.call('HINCRBY', K.stats, 'final:' .. final, 1)
+  if P.retention_ms > 0 then redis.call('PEXPIRE', key, P.retention_ms) end
+  return false
+end
+
+-- Parses the settle policy block that scripts which end attempts receive in ARGV from `i`:
+-- retention_ms, hist_limit, max_live, base_ms, factor, cap_ms, jitter, retry_on (csv), rand
+local function parse_policy(argv, i)
+  local P = {
+    retention_ms = tonumber(argv[i]), hist_limit = tonumber(argv[i + 1]),
+    max_live = tonumber(argv[i + 2]), base_ms = tonumber(argv[i + 3]),
+    factor = tonumber(argv[i + 4]), cap_ms = tonumber(argv[i + 5]),
+    jitter = tonumber(argv[i + 6]), retry_on = {}, rand = tonumber(argv[i + 8]),
+  }
+  for o in string.gmatch(argv[i + 7], '[^,]+') do P.retry_on[o] = true end
+  return P
+end
+
+-- Ends attempt `n` of a live call with `outcome`, gives back its live-call slot, then
+-- completes the call, schedules its next attempt with backoff, or fails it for good.
+-- K: {live, leases, sched, finished, dead, stats, ready, channel}
+-- facts: attempt fields to record (cid, hc, an, e, d, bd)
+local function settle(K, key, id, n, outcome, facts, at, P, rand)
+  redis.call('ZREM', K.live, id)
+  redis.call('ZREM', K.leases, id)
+  slot_freed(K.live, K.channel, at, P.max_live)
+  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr')
+  local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = f[3] or nil, o = outcome}
+  merge_facts(rec, facts)
+  if rec.e == nil then rec.e = at end
+  local enc = cjson.encode(rec)
+  local atts = (f[4] and f[4] ~= '' and f[4] ~= '[]') and (string.sub(f[4], 1, -2) .. ',' .. enc .. ']')
+    or ('[' .. enc .. ']')
+  redis.call('HDEL', key, 'as', 'an')
+  redis.call('HINCRBY', K.stats, 'o:' .. outcome, 1)
+  local d = tonumber(facts.d)
+  if outcome == 'completed' and d then
+    redis.call('HINCRBYFLOAT', K.stats, 'dur_sum', d)
+    redis.call('HINCRBY', K.stats, 'dur_n', 1)
+  end
+  local st = f[5]
+  local final
+  if f[6] == '1' and outcome ~= 'completed' then
+    final = 'cancelled'
+  elseif outcome == 'completed' then
+    final = 'completed'
+  elseif P.retry_on[outcome] and n <= tonumber(f[7]) then
+    local delay = math.min(P.cap_ms, P.base_ms * (P.factor ^ (n - 1)))
+    delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
+    local due = at + delay
+    local err = move(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
+      P.hist_limit, 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
+    if err then return err end
+    redis.call('HDEL', key, 'tk')
+    local head = redis.call('ZRANGE', K.sched, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', K.sched, due, id)
+    if head[2] == nil or due < tonumber(head[2]) then redis.call('PUBLISH', K.channel, 'd') end
+    return 'scheduled'
+  else
+    final = 'failed'
+  end
+  local err = finish(K, key, id, st, final, at, outcome, P, 'atts', atts, 'ph', 3, 'oc', outcome)
+  if err then return err end
+  return final
+end

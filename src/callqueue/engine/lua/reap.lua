@@ -1,0 +1,66 @@
+-- reap: recovers what dead workers and lost callbacks leave behind, and keeps indexes bounded.
+--  * dial leases that lapsed (the worker died or hung mid-dial): the request may or may not
+--    have reached the carrier, so the slot stays held; the history says so.
+--  * live slots whose attempt outlived its longest possible life (ring timeout + max duration
+--    + grace): the attempt is over for sure; it ends as `lost` and the retry policy applies.
+--  * finished/dead indexes and worker heartbeats older than their retention are trimmed.
+-- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
+-- KEYS[7] ready  KEYS[8] workers  KEYS[9] dials-per-second  KEYS[10] call key prefix
+-- ARGV[1] limit per kind  ARGV[2] worker id ('' none)  ARGV[3] worker ttl ms  ARGV[4] wake channel
+-- ARGV[5..13] settle policy (see parse_policy)
+-- Returns: {lapsed leases, lost attempts, next expiry ms (-1 none), now}
+local K = {live = KEYS[1], leases = KEYS[2], sched = KEYS[3], finished = KEYS[4], dead = KEYS[5],
+  stats = KEYS[6], ready = KEYS[7], channel = ARGV[4]}
+local workers, dps, prefix = KEYS[8], KEYS[9], KEYS[10]
+local limit, worker, worker_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local P = parse_policy(ARGV, 5)
+local now = now_ms()
+
+local lapsed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, limit)) do
+  redis.call('ZREM', K.leases, id)
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'st', 'ph')
+  if f[1] and LIVE[f[1]] and tonumber(f[2] or '0') == 0 then
+    lapsed = lapsed + 1
+    push_history(key, now, f[1], 'dial lease lapsed (worker lost mid-dial): slot held until ' ..
+      'the attempt\'s longest life has passed', P.hist_limit)
+  end
+end
+if lapsed > 0 then redis.call('HINCRBY', K.stats, 'lapsed_leases', lapsed) end
+
+local lost = 0
+local expired = redis.call('ZRANGEBYSCORE', K.live, '-inf', now, 'LIMIT', 0, limit)
+for i, id in ipairs(expired) do
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'st', 'a', 'ph')
+  if f[1] and LIVE[f[1]] and tonumber(f[3] or '0') < 3 then
+    lost = lost + 1
+    local rand = (P.rand + i * 0.6180339887) % 1
+    local result = settle(K, key, id, tonumber(f[2]), 'lost', {}, now, P, rand)
+    if type(result) == 'table' then return result end
+  else
+    redis.call('ZREM', K.live, id)
+  end
+end
+
+if P.retention_ms > 0 then
+  redis.call('ZREMRANGEBYSCORE', K.finished, '-inf', now - P.retention_ms)
+  redis.call('ZREMRANGEBYSCORE', K.dead, '-inf', now - P.retention_ms)
+end
+if worker ~= '' then redis.call('ZADD', workers, now, worker) end
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - worker_ttl)
+local oldest = math.floor(now / 1000) - 60
+local fields = redis.call('HKEYS', dps)
+for _, sec in ipairs(fields) do
+  if tonumber(sec) < oldest then redis.call('HDEL', dps, sec) end
+end
+
+local next_expiry = -1
+for _, k in ipairs({K.leases, K.live}) do
+  local head = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+  if head[2] and (next_expiry < 0 or tonumber(head[2]) < next_expiry) then
+    next_expiry = tonumber(head[2])
+  end
+end
+return {lapsed, lost, next_expiry, now}

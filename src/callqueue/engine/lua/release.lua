@@ -1,0 +1,45 @@
+-- release: the carrier refused the dial request outright (rate limited, overloaded, down):
+-- no call was placed, so the attempt is given back unused and the call returns to the queue
+-- at its place in line (or after `delay_ms`). Only the lease holder may do this, and only
+-- while the carrier has said nothing else about the attempt.
+-- KEYS[1] call key  KEYS[2] ready  KEYS[3] sched  KEYS[4] live  KEYS[5] leases
+-- KEYS[6] finished  KEYS[7] dead  KEYS[8] stats
+-- ARGV[1] call id  ARGV[2] attempt  ARGV[3] token  ARGV[4] delay ms  ARGV[5] reason
+-- ARGV[6] wake channel  ARGV[7..15] settle policy (see parse_policy)
+-- Returns: {code, status}; code is ok | token | stale | not_found
+local key = KEYS[1]
+local K = {ready = KEYS[2], sched = KEYS[3], live = KEYS[4], leases = KEYS[5],
+  finished = KEYS[6], dead = KEYS[7], stats = KEYS[8], channel = ARGV[6]}
+local id, n, token, delay, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local P = parse_policy(ARGV, 7)
+local now = now_ms()
+
+local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q')
+if not f[1] then return {'not_found', ''} end
+if f[4] ~= token then return {'token', f[1]} end
+if tonumber(f[2]) ~= n or tonumber(f[3] or '0') ~= 0 then return {'stale', f[1]} end
+
+redis.call('ZREM', K.live, id)
+redis.call('ZREM', K.leases, id)
+slot_freed(K.live, K.channel, now, P.max_live)
+redis.call('HINCRBY', key, 'a', -1)
+redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
+redis.call('HINCRBY', K.stats, 'released', 1)
+local note = 'carrier refused the request (' .. reason .. '); no attempt used'
+if f[5] == '1' then
+  local err = finish(K, key, id, f[1], 'cancelled', now, note, P)
+  if err then return err end
+  return {'ok', 'cancelled'}
+end
+if delay > 0 then
+  local err = move(key, f[1], 'scheduled', now, note, P.hist_limit, 'due', now + delay)
+  if err then return err end
+  redis.call('ZADD', K.sched, now + delay, id)
+  redis.call('PUBLISH', K.channel, 'd')
+  return {'ok', 'scheduled'}
+end
+local err = move(key, f[1], 'queued', now, note, P.hist_limit)
+if err then return err end
+redis.call('ZADD', K.ready, f[6], id)
+redis.call('PUBLISH', K.channel, 'e')
+return {'ok', 'queued'}

@@ -1,0 +1,373 @@
+"""The call queue: every state change is one Lua script (see ``lua/``); this module only
+packs arguments and unpacks replies."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from callqueue.engine.codec import decode_record, decode_spec, encode_spec
+from callqueue.engine.keys import QueueKeys
+from callqueue.engine.options import QueueOptions
+from callqueue.engine.scripts import Script, ScriptArg, run_pipeline, scripts
+from callqueue.models import (
+    CallRecord,
+    CallSpec,
+    CallStatus,
+    CarrierEvent,
+    ClaimBlock,
+    ClaimedCall,
+    ClaimResult,
+    EnqueueResult,
+    EnqueueState,
+    EventResult,
+    Outcome,
+    Priority,
+)
+
+BULK_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EndFacts:
+    """What the carrier says about an attempt that ended."""
+
+    outcome: Outcome
+    carrier_call_id: str = ""
+    hangup_cause: str = ""
+    duration_s: float | None = None
+    bill_duration_s: float | None = None
+    answered_ms: int | None = None
+    ended_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    code: str  # cancelled | hangup | final | not_found
+    status: CallStatus | None
+    attempt: int
+    carrier_call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    lapsed_leases: int
+    lost_attempts: int
+    next_expiry_ms: int | None
+    server_now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventCall:
+    """One event, ready to be sent alone or in a pipeline."""
+
+    script: Script
+    keys: list[str]
+    args: list[ScriptArg]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class CallQueue:
+    """One named queue on one Redis (or Redis Cluster: every key shares one hash tag)."""
+
+    def __init__(self, client: Any, name: str = "default", options: QueueOptions | None = None):
+        self.client = client
+        self.keys = QueueKeys(name)
+        self.options = options or QueueOptions()
+        self._scripts = scripts()
+        self._limit, self._window_ms = self.options.rate_window()
+
+    @property
+    def name(self) -> str:
+        return self.keys.queue
+
+    async def prepare(self) -> None:
+        """Loads the scripts (optional: they load themselves on first use)."""
+        await self._scripts.load_all(self.client)
+
+    # -- settle policy, passed to every script that may end an attempt ----------------------
+    def _policy_args(self, rand: float | None = None) -> list[ScriptArg]:
+        o, r = self.options, self.options.retry
+        return [
+            o.retention_s * 1000,
+            o.history_limit,
+            o.max_live_calls,
+            int(r.base_delay_s * 1000),
+            r.factor,
+            int(r.max_delay_s * 1000),
+            r.jitter,
+            ",".join(sorted(r.retry_on)) or "-",
+            random.random() if rand is None else rand,
+        ]
+
+    # -- enqueue ----------------------------------------------------------------------------
+    def _enqueue_call(
+        self, specs: Sequence[CallSpec], batch_id: str | None
+    ) -> tuple[list[str], list[ScriptArg]]:
+        k = self.keys
+        keys = [k.ready, k.scheduled, k.seq, k.stats, k.batch(batch_id) if batch_id else k.seq]
+        args: list[ScriptArg] = [k.wake_channel, self.options.history_limit]
+        args += ["1", batch_id] if batch_id else ["0", ""]
+        for spec in specs:
+            keys.append(k.call(spec.call_id))
+            args += [
+                spec.call_id,
+                encode_spec(spec),
+                spec.priority.rank,
+                spec.scheduled_at_ms or 0,
+                spec.max_retries,
+                spec.max_duration_s or 0,
+                spec.body_hash,
+            ]
+        return keys, args
+
+    @staticmethod
+    def _enqueue_results(reply: list[Any]) -> list[EnqueueResult]:
+        return [
+            EnqueueResult(
+                _s(reply[i]), EnqueueState(_s(reply[i + 1])), CallStatus(_s(reply[i + 2]))
+            )
+            for i in range(1, len(reply), 3)
+        ]
+
+    async def enqueue(self, spec: CallSpec) -> EnqueueResult:
+        keys, args = self._enqueue_call([spec], spec.batch_id)
+        return self._enqueue_results(await self._scripts.enqueue(self.client, keys, args))[0]
+
+    async def enqueue_many(
+        self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
+    ) -> list[EnqueueResult]:
+        """Bulk enqueue: one script per ``batch_size`` calls, all batches in one round trip.
+
+        Each batch is atomic; the same call id twice (within or across requests) is one call.
+        """
+        calls = []
+        for start in range(0, len(specs), batch_size):
+            keys, args = self._enqueue_call(specs[start : start + batch_size], batch_id)
+            calls.append((self._scripts.enqueue, keys, args))
+        results: list[EnqueueResult] = []
+        for reply in await run_pipeline(self.client, calls):
+            results += self._enqueue_results(reply)
+        return results
+
+    # -- claim ------------------------------------------------------------------------------
+    async def claim(self, want: int) -> ClaimResult:
+        k, o = self.keys, self.options
+        reply = await self._scripts.claim(
+            self.client,
+            [
+                k.ready,
+                k.scheduled,
+                k.live,
+                k.leases,
+                k.rate_log,
+                k.stats,
+                k.dials_per_second,
+                k.control,
+                k.call_prefix,
+            ],
+            [
+                want,
+                o.max_live_calls,
+                self._limit,
+                self._window_ms,
+                int(o.dial_lease_s * 1000),
+                secrets.token_hex(6) + ":",
+                o.history_limit,
+                o.promote_limit,
+                k.wake_channel,
+                int((o.dial_lease_s + o.ring_timeout_s + o.grace_s) * 1000),
+                o.default_max_duration_s * 1000,
+            ],
+        )
+        now = int(reply[0])
+        calls = []
+        for i in range(4, len(reply), 4):
+            call_id = _s(reply[i])
+            spec = decode_spec(call_id, reply[i + 3], Priority.NORMAL)
+            calls.append(ClaimedCall(call_id, int(reply[i + 1]), _s(reply[i + 2]), spec, now))
+        wait, due = int(reply[2]), int(reply[3])
+        return ClaimResult(
+            calls=calls,
+            blocked=ClaimBlock(_s(reply[1])),
+            wait_ms=wait if wait >= 0 else None,
+            next_due_ms=due if due >= 0 else None,
+            server_now_ms=now,
+        )
+
+    # -- events -----------------------------------------------------------------------------
+    def event_call(
+        self,
+        call_id: str,
+        attempt: int,
+        kind: CarrierEvent | str,
+        *,
+        token: str = "",
+        carrier_call_id: str = "",
+        end: EndFacts | None = None,
+        answered_ms: int | None = None,
+    ) -> EventCall:
+        k = self.keys
+        e = end
+        args: list[ScriptArg] = [
+            call_id,
+            attempt,
+            str(kind),
+            token,
+            carrier_call_id or (e.carrier_call_id if e else ""),
+            e.outcome.value if e else "",
+            e.hangup_cause if e else "",
+            "" if e is None or e.duration_s is None else e.duration_s,
+            "" if e is None or e.bill_duration_s is None else e.bill_duration_s,
+            answered_ms if answered_ms is not None else (e.answered_ms or "" if e else ""),
+            e.ended_ms or "" if e else "",
+            k.wake_channel,
+            *self._policy_args(),
+        ]
+        keys = [
+            k.call(call_id),
+            k.live,
+            k.leases,
+            k.scheduled,
+            k.finished,
+            k.dead,
+            k.stats,
+            k.ready,
+        ]
+        return EventCall(self._scripts.event, keys, args)
+
+    @staticmethod
+    def event_result(reply: list[Any]) -> EventResult:
+        code, status = _s(reply[0]), _s(reply[1])
+        return EventResult(
+            applied=code == "ok",
+            code=code,
+            status=CallStatus(status) if status else None,
+            cancel_requested=_s(reply[2]) == "1",
+        )
+
+    async def event(
+        self, call_id: str, attempt: int, kind: CarrierEvent | str, **kw: Any
+    ) -> EventResult:
+        call = self.event_call(call_id, attempt, kind, **kw)
+        return self.event_result(await call.script(self.client, call.keys, call.args))
+
+    async def events(self, calls: Iterable[EventCall]) -> list[EventResult]:
+        """Many events in one round trip (each still its own atomic script)."""
+        batch = [(c.script, c.keys, c.args) for c in calls]
+        if not batch:
+            return []
+        return [self.event_result(r) for r in await run_pipeline(self.client, batch)]
+
+    async def accepted(self, call: ClaimedCall, carrier_call_id: str) -> EventResult:
+        return await self.event(
+            call.call_id,
+            call.attempt,
+            CarrierEvent.ACCEPTED,
+            token=call.token,
+            carrier_call_id=carrier_call_id,
+        )
+
+    async def ambiguous(self, call: ClaimedCall) -> EventResult:
+        """The dial request may have reached the carrier: keep the slot, wait for word."""
+        return await self.event(call.call_id, call.attempt, "ambiguous", token=call.token)
+
+    async def ended(self, call_id: str, attempt: int, facts: EndFacts) -> EventResult:
+        return await self.event(call_id, attempt, CarrierEvent.ENDED, end=facts)
+
+    async def release(self, call: ClaimedCall, reason: str, delay_ms: int = 0) -> EventResult:
+        """The carrier refused the request (no call placed): back to the queue, attempt unused."""
+        k = self.keys
+        reply = await self._scripts.release(
+            self.client,
+            [
+                k.call(call.call_id),
+                k.ready,
+                k.scheduled,
+                k.live,
+                k.leases,
+                k.finished,
+                k.dead,
+                k.stats,
+            ],
+            [
+                call.call_id,
+                call.attempt,
+                call.token,
+                delay_ms,
+                reason,
+                k.wake_channel,
+                *self._policy_args(),
+            ],
+        )
+        return EventResult(
+            applied=_s(reply[0]) == "ok",
+            code=_s(reply[0]),
+            status=CallStatus(_s(reply[1])) if _s(reply[1]) else None,
+        )
+
+    # -- cancel, reap, control ----------------------------------------------------------------
+    async def cancel(self, call_id: str, reason: str = "cancelled by request") -> CancelResult:
+        k = self.keys
+        reply = await self._scripts.cancel(
+            self.client,
+            [k.call(call_id), k.ready, k.scheduled, k.finished, k.dead, k.stats],
+            [call_id, reason, k.wake_channel, *self._policy_args()],
+        )
+        status = _s(reply[1])
+        return CancelResult(
+            _s(reply[0]), CallStatus(status) if status else None, int(reply[2]), _s(reply[3])
+        )
+
+    async def reap(
+        self, worker_id: str = "", worker_ttl_s: float = 15.0, limit: int = 500
+    ) -> ReapResult:
+        k = self.keys
+        reply = await self._scripts.reap(
+            self.client,
+            [
+                k.live,
+                k.leases,
+                k.scheduled,
+                k.finished,
+                k.dead,
+                k.stats,
+                k.ready,
+                k.workers,
+                k.dials_per_second,
+                k.call_prefix,
+            ],
+            [limit, worker_id, int(worker_ttl_s * 1000), k.wake_channel, *self._policy_args()],
+        )
+        expiry = int(reply[2])
+        return ReapResult(
+            int(reply[0]), int(reply[1]), expiry if expiry >= 0 else None, int(reply[3])
+        )
+
+    async def set_paused(self, paused: bool) -> None:
+        k = self.keys
+        await self._scripts.control(
+            self.client, [k.control], ["paused", "1" if paused else "0", k.wake_channel]
+        )
+
+    # -- reads (no state change) ----------------------------------------------------------------
+    async def get(self, call_id: str) -> CallRecord | None:
+        fields = await self.client.hgetall(self.keys.call(call_id))
+        return decode_record(call_id, fields) if fields else None
+
+    async def is_paused(self) -> bool:
+        return bool(await self.client.hget(self.keys.control, "paused") == b"1")
+
+    async def live_ids(self) -> list[tuple[str, float]]:
+        """Calls holding a live-call slot, with the end of their longest life (ms)."""
+        rows = await self.client.zrange(self.keys.live, 0, -1, withscores=True)
+        return [(_s(member), score) for member, score in rows]
+
+    async def dead_letter(self, limit: int = 100) -> list[str]:
+        return [_s(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]

@@ -1,0 +1,104 @@
+"""Wires settings to live objects: the Redis connection (embedded when no REDIS_URL), the
+queue, the carrier and the dispatcher. Shared by every CLI command and by the API app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from callqueue.carriers.base import Carrier, EventReporter
+from callqueue.carriers.simulator import SimulatedCarrier
+from callqueue.config import ConfigError, Settings
+from callqueue.dispatcher import Dispatcher
+from callqueue.embedded import EmbeddedServer, ensure_local_server
+from callqueue.engine.connection import connect, describe
+from callqueue.engine.event_writer import EventWriter
+from callqueue.engine.queue import CallQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: Any
+    queue: CallQueue
+    url: str
+    server: EmbeddedServer | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.redis_url is None
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await closer()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+        if self.server is not None:
+            self.server.stop()
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    server: EmbeddedServer | None = None
+    if settings.redis_url:
+        url = settings.redis_url
+    else:
+        url, server = await asyncio.to_thread(ensure_local_server, settings.data_dir)
+    client = connect(url, cluster=settings.redis_cluster or None, tls_ca=settings.redis_tls_ca)
+    queue = CallQueue(client, settings.queue_name, settings.queue_options())
+    try:
+        await queue.prepare()
+    except Exception as exc:
+        await client.aclose()
+        if server is not None:
+            server.stop()
+        raise ConfigError(f"REDIS_URL: cannot use {describe(url)}: {exc}") from exc
+    return Runtime(settings, client, queue, url, server)
+
+
+def make_carrier(settings: Settings, reporter: EventReporter) -> Carrier:
+    name = settings.carrier_name
+    if name == "simulator":
+        return SimulatedCarrier(reporter, settings.sim_profile(), settings.sim_ledger)
+    raise ConfigError(f"CARRIER: {name!r} is not available in this version yet")
+
+
+def make_dispatcher(runtime: Runtime) -> Dispatcher:
+    writer = EventWriter(runtime.queue)
+    carrier = make_carrier(runtime.settings, writer)
+    runtime._closers.append(carrier.aclose)
+    return Dispatcher(runtime.queue, carrier, writer, concurrency=runtime.settings.queue_workers)
+
+
+def install_stop_signals(stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+
+
+async def run_worker(settings: Settings) -> None:
+    """``callqueue worker``: dispatch until SIGTERM/SIGINT, then stop gracefully."""
+    runtime = await open_runtime(settings)
+    try:
+        dispatcher = make_dispatcher(runtime)
+        install_stop_signals(dispatcher.request_stop)
+        log.info(
+            "worker %s dispatching queue %r on %s with carrier %s",
+            dispatcher.worker_id,
+            runtime.queue.name,
+            describe(runtime.url),
+            dispatcher.carrier.name,
+        )
+        await dispatcher.run_until_stopped()
+        await dispatcher.stop(settings.shutdown_timeout)
+        log.info("worker %s stopped", dispatcher.worker_id)
+    finally:
+        await runtime.aclose()

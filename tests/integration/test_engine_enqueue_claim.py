@@ -1,0 +1,138 @@
+"""Enqueue and claim: priorities, FIFO, idempotency, scheduling, pause, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from callqueue.models import CallStatus, ClaimBlock, EnqueueState, Priority
+from conftest import MakeQueue, spec
+
+
+async def test_priority_order_then_fifo(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    order = [
+        ("l1", Priority.LOW),
+        ("n1", Priority.NORMAL),
+        ("u1", Priority.URGENT),
+        ("h1", Priority.HIGH),
+        ("n2", Priority.NORMAL),
+        ("u2", Priority.URGENT),
+        ("l2", Priority.LOW),
+        ("h2", Priority.HIGH),
+    ]
+    await q.enqueue_many([spec(i, p) for i, p in order[:4]])
+    for i, p in order[4:]:
+        await q.enqueue(spec(i, p))
+    claimed = []
+    for _ in range(8):
+        result = await q.claim(1)
+        claimed += [c.call_id for c in result.calls]
+    assert claimed == ["u1", "u2", "h1", "h2", "n1", "n2", "l1", "l2"]
+    assert (await q.claim(5)).blocked == ClaimBlock.EMPTY
+
+
+async def test_enqueue_is_idempotent_on_call_id(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    first = await q.enqueue(spec("same", body_hash="h1"))
+    again = await q.enqueue(spec("same", body_hash="h1"))
+    other = await q.enqueue(spec("same", body_hash="h2"))
+    assert first.state == EnqueueState.CREATED
+    assert again.state == EnqueueState.EXISTS and again.status == CallStatus.QUEUED
+    assert other.state == EnqueueState.CONFLICT
+    bulk = await q.enqueue_many([spec("same", body_hash="h1"), spec("b1"), spec("b1")])
+    assert [r.state for r in bulk] == [
+        EnqueueState.EXISTS,
+        EnqueueState.CREATED,
+        EnqueueState.EXISTS,
+    ]
+    assert await q.client.zcard(q.keys.ready) == 2
+    assert int(await q.client.hget(q.keys.stats, "enqueued")) == 2
+
+
+async def test_bulk_enqueue_spans_batches_and_tracks_the_batch(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    results = await q.enqueue_many(
+        [spec(f"c{i}") for i in range(2500)], batch_id="b-1", batch_size=1000
+    )
+    assert [r.call_id for r in results] == [f"c{i}" for i in range(2500)]
+    assert await q.client.scard(q.keys.batch("b-1")) == 2500
+    assert await q.client.zcard(q.keys.ready) == 2500
+
+
+async def test_scheduled_call_waits_until_due(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    due = int(time.time() * 1000) + 400
+    result = await q.enqueue(spec("later", scheduled_at_ms=due))
+    assert result.status == CallStatus.SCHEDULED
+    early = await q.claim(1)
+    assert early.calls == [] and early.blocked == ClaimBlock.EMPTY
+    assert early.next_due_ms == due
+    await asyncio.sleep(max(0, (due - early.server_now_ms) / 1000) + 0.01)
+    late = await q.claim(1)
+    assert [c.call_id for c in late.calls] == ["later"]
+    assert late.calls[0].granted_at_ms >= due
+    record = await q.get("later")
+    assert record is not None
+    assert [h.status for h in record.history] == [
+        CallStatus.SCHEDULED,
+        CallStatus.QUEUED,
+        CallStatus.DIALING,
+    ]
+
+
+async def test_past_scheduled_at_is_queued_at_once(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    result = await q.enqueue(spec("past", scheduled_at_ms=int(time.time() * 1000) - 60_000))
+    assert result.status == CallStatus.QUEUED
+
+
+async def test_pause_stops_claims_and_resume_restores_them(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    await q.enqueue(spec("p1"))
+    await q.set_paused(True)
+    assert await q.is_paused()
+    assert (await q.claim(1)).blocked == ClaimBlock.PAUSED
+    await q.set_paused(False)
+    assert [c.call_id for c in (await q.claim(1)).calls] == ["p1"]
+
+
+async def test_live_call_cap_is_global_and_says_what_blocks(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=3, rate_per_second=0)
+    await q.enqueue_many([spec(f"c{i}") for i in range(10)])
+    first = await q.claim(10)
+    assert len(first.calls) == 3 and first.blocked == ClaimBlock.CONCURRENCY
+    blocked = await q.claim(10)
+    assert blocked.calls == [] and blocked.blocked == ClaimBlock.CONCURRENCY
+    assert blocked.wait_ms is not None and blocked.wait_ms > 0  # the earliest slot expiry
+    assert await q.client.zcard(q.keys.live) == 3
+
+
+async def test_rate_limiter_never_exceeds_limit_in_any_sliding_window(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue(max_live_calls=0, rate_per_second=5, rate_margin_ms=0)
+    await q.enqueue_many([spec(f"c{i}") for i in range(40)])
+    grants: list[int] = []
+    deadline = time.monotonic() + 2.6
+    while time.monotonic() < deadline:
+        result = await q.claim(3)
+        grants += [c.granted_at_ms for c in result.calls]
+        if result.blocked == ClaimBlock.RATE and not result.calls:
+            assert result.wait_ms is not None and 0 < result.wait_ms <= 1000
+            await asyncio.sleep(result.wait_ms / 1000)
+    grants.sort()
+    for i in range(len(grants) - 5):
+        assert grants[i + 5] - grants[i] >= 1000, "6 grants inside one second"
+    # Used to the full: 5 at once, then 5 more each time the window slides.
+    assert len(grants) >= 15
+
+
+async def test_fractional_rate_means_a_longer_window(make_queue: MakeQueue) -> None:
+    q = make_queue(rate_per_second=0.5, rate_margin_ms=0)
+    await q.enqueue_many([spec("a"), spec("b")])
+    first = await q.claim(2)
+    assert len(first.calls) == 1
+    second = await q.claim(2)
+    assert second.blocked == ClaimBlock.RATE and second.wait_ms is not None
+    assert 1900 <= second.wait_ms <= 2000
