@@ -172,9 +172,8 @@ class Dispatcher:
                 await q.release(call, "dial would start after the rate window margin")
                 return
             try:
-                result = await asyncio.wait_for(
-                    self.carrier.dial(self._request(call)), q.options.dial_lease_s
-                )
+                async with asyncio.timeout(q.options.dial_lease_s):
+                    result = await self.carrier.dial(self._request(call))
             except Exception:  # the request may have gone out: assume it did
                 log.exception("dialing %s via %s gave no answer", call.call_id, self.carrier.name)
                 await q.ambiguous(call)

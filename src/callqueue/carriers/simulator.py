@@ -111,9 +111,12 @@ class SimulatedCarrier:
         carrier_id = uuid.uuid4().hex
         if self._ledger:
             self._ledger.write("dial", request, cid=carrier_id)
-        task = asyncio.create_task(self._play(request, carrier_id))
-        self._live[carrier_id] = (task, request)
-        task.add_done_callback(lambda _t: self._live.pop(carrier_id, None))
+        if p.ring_s == (0, 0) and p.talk_s == (0, 0):
+            await self._play(request, carrier_id)  # nothing to wait for: no task needed
+        else:
+            task = asyncio.create_task(self._play(request, carrier_id))
+            self._live[carrier_id] = (task, request)
+            task.add_done_callback(lambda _t: self._live.pop(carrier_id, None))
         if roll - p.reject_rate < p.ambiguous_rate:
             return DialResult(DialKind.AMBIGUOUS, reason="simulated timeout")
         return DialResult(DialKind.ACCEPTED, carrier_call_id=carrier_id)

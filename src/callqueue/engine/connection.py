@@ -23,6 +23,8 @@ import redis.retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from callqueue.engine.packing import CONNECTION_CLASSES
+
 __all__ = ["AsyncClient", "SyncClient", "connect", "connect_sync", "describe"]
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
@@ -96,9 +98,14 @@ def connect(
     """
     url, is_cluster, options = _prepare(url, cluster, tls_ca, decode_responses, socket_timeout)
     retry = redis.asyncio.retry.Retry(_backoff(), RETRIES, (ConnectionError, TimeoutError))
+    scheme = url.partition("://")[0]
     if is_cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(url, retry=retry, **options)
-    return redis.asyncio.Redis.from_url(url, retry=retry, **options)
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            url, retry=retry, connection_class=CONNECTION_CLASSES[scheme], **options
+        )
+    return redis.asyncio.Redis.from_url(
+        url, retry=retry, connection_class=CONNECTION_CLASSES[scheme], **options
+    )
 
 
 def connect_sync(

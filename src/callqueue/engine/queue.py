@@ -3,6 +3,7 @@ packs arguments and unpacks replies."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,8 @@ from callqueue.models import (
 )
 
 BULK_BATCH = 1000
+PIPELINE_BATCHES = 4  # enqueue scripts per pipeline
+PIPELINES_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +63,17 @@ class ReapResult:
     server_now_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventCall:
-    """One event, ready to be sent alone or in a pipeline."""
+    """One carrier event for one attempt, sent alone or with others in a pipeline."""
 
-    script: Script
-    keys: list[str]
-    args: list[ScriptArg]
+    call_id: str
+    attempt: int
+    kind: str
+    token: str = ""
+    carrier_call_id: str = ""
+    end: EndFacts | None = None
+    answered_ms: int | None = None
 
 
 def _s(value: Any) -> str:
@@ -143,17 +150,28 @@ class CallQueue:
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
     ) -> list[EnqueueResult]:
-        """Bulk enqueue: one script per ``batch_size`` calls, all batches in one round trip.
+        """Bulk enqueue: one script per ``batch_size`` calls.
 
         Each batch is atomic; the same call id twice (within or across requests) is one call.
+        Batches go out in a few pipelines at once, so packing the next overlaps the server
+        running the previous one.
         """
-        calls = []
-        for start in range(0, len(specs), batch_size):
-            keys, args = self._enqueue_call(specs[start : start + batch_size], batch_id)
-            calls.append((self._scripts.enqueue, keys, args))
+        chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
+        groups = [chunks[i : i + PIPELINE_BATCHES] for i in range(0, len(chunks), PIPELINE_BATCHES)]
+        gate = asyncio.Semaphore(PIPELINES_IN_FLIGHT)
+
+        async def send(group: list[Sequence[CallSpec]]) -> list[Any]:
+            calls = []
+            for chunk in group:
+                keys, args = self._enqueue_call(chunk, batch_id)
+                calls.append((self._scripts.enqueue, keys, args))
+            async with gate:
+                return await run_pipeline(self.client, calls)
+
         results: list[EnqueueResult] = []
-        for reply in await run_pipeline(self.client, calls):
-            results += self._enqueue_results(reply)
+        for replies in await asyncio.gather(*(send(g) for g in groups)):
+            for reply in replies:
+                results += self._enqueue_results(reply)
         return results
 
     # -- claim ------------------------------------------------------------------------------
@@ -213,25 +231,28 @@ class CallQueue:
         end: EndFacts | None = None,
         answered_ms: int | None = None,
     ) -> EventCall:
-        k = self.keys
-        e = end
+        return EventCall(call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms)
+
+    def _event_script(self, ev: EventCall) -> tuple[Script, list[str], list[ScriptArg]]:
+        k, e = self.keys, ev.end
+        answered = ev.answered_ms if ev.answered_ms is not None else (e.answered_ms if e else None)
         args: list[ScriptArg] = [
-            call_id,
-            attempt,
-            str(kind),
-            token,
-            carrier_call_id or (e.carrier_call_id if e else ""),
+            ev.call_id,
+            ev.attempt,
+            ev.kind,
+            ev.token,
+            ev.carrier_call_id or (e.carrier_call_id if e else ""),
             e.outcome.value if e else "",
             e.hangup_cause if e else "",
             "" if e is None or e.duration_s is None else e.duration_s,
             "" if e is None or e.bill_duration_s is None else e.bill_duration_s,
-            answered_ms if answered_ms is not None else (e.answered_ms or "" if e else ""),
-            e.ended_ms or "" if e else "",
+            "" if answered is None else answered,
+            "" if e is None or e.ended_ms is None else e.ended_ms,
             k.wake_channel,
             *self._policy_args(),
         ]
         keys = [
-            k.call(call_id),
+            k.call(ev.call_id),
             k.live,
             k.leases,
             k.scheduled,
@@ -240,7 +261,7 @@ class CallQueue:
             k.stats,
             k.ready,
         ]
-        return EventCall(self._scripts.event, keys, args)
+        return self._scripts.event, keys, args
 
     @staticmethod
     def event_result(reply: list[Any]) -> EventResult:
@@ -255,12 +276,12 @@ class CallQueue:
     async def event(
         self, call_id: str, attempt: int, kind: CarrierEvent | str, **kw: Any
     ) -> EventResult:
-        call = self.event_call(call_id, attempt, kind, **kw)
-        return self.event_result(await call.script(self.client, call.keys, call.args))
+        script, keys, args = self._event_script(self.event_call(call_id, attempt, kind, **kw))
+        return self.event_result(await script(self.client, keys, args))
 
     async def events(self, calls: Iterable[EventCall]) -> list[EventResult]:
         """Many events in one round trip (each still its own atomic script)."""
-        batch = [(c.script, c.keys, c.args) for c in calls]
+        batch = [self._event_script(c) for c in calls]
         if not batch:
             return []
         return [self.event_result(r) for r in await run_pipeline(self.client, batch)]

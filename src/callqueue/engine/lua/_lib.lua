@@ -14,12 +14,11 @@ local function now_ms()
 end
 
 -- History: one line per transition, "ms|status|note", newest last, at most `limit` lines.
--- Plain string appends: no JSON work on the hot path. Returns the new (hist, hn) values.
-local function history_with(key, at, status, note, limit)
-  local f = redis.call('HMGET', key, 'hist', 'hn')
-  local line = at .. '|' .. status .. '|' .. string.gsub(note or '', '\n', ' ') .. '\n'
-  local h = (f[1] or '') .. line
-  local n = tonumber(f[2] or '0') + 1
+-- Plain string appends: no JSON work on the hot path. Takes the current (hist, hn) values and
+-- returns the new ones.
+local function add_history(h, n, at, status, note, limit)
+  h = (h or '') .. at .. '|' .. status .. '|' .. string.gsub(note or '', '\n', ' ') .. '\n'
+  n = tonumber(n or '0') + 1
   while n > limit do
     h = string.sub(h, string.find(h, '\n', 1, true) + 1)
     n = n - 1
@@ -28,19 +27,26 @@ local function history_with(key, at, status, note, limit)
 end
 
 local function push_history(key, at, status, note, limit)
-  local h, n = history_with(key, at, status, note, limit)
+  local f = redis.call('HMGET', key, 'hist', 'hn')
+  local h, n = add_history(f[1], f[2], at, status, note, limit)
   redis.call('HSET', key, 'hist', h, 'hn', n)
 end
 
--- Moves a call to `to`, refusing any move the transition table does not allow; extra
+-- Moves a call to `to`, refusing any move the transition table does not allow. `h` and `n`
+-- are the call's current history and its length (already read by the caller); extra
 -- field/value pairs are written in the same HSET.
-local function move(key, from, to, at, note, hist_limit, ...)
+local function move_with(key, from, to, at, note, hist_limit, h, n, ...)
   if not (ALLOWED[from] and ALLOWED[from][to]) then
     return redis.error_reply('CQ_BAD_TRANSITION ' .. tostring(from) .. '->' .. tostring(to))
   end
-  local h, n = history_with(key, at, to, note, hist_limit)
+  h, n = add_history(h, n, at, to, note, hist_limit)
   redis.call('HSET', key, 'st', to, 'up', at, 'hist', h, 'hn', n, ...)
   return false
+end
+
+local function move(key, from, to, at, note, hist_limit, ...)
+  local f = redis.call('HMGET', key, 'hist', 'hn')
+  return move_with(key, from, to, at, note, hist_limit, f[1], f[2], ...)
 end
 
 -- Attempts: the current one lives in plain fields (as: start, an: answered, cid: carrier id);
@@ -63,10 +69,10 @@ end
 -- Ends a call for good: terminal status, indexes, counters, retention. Extra field/value
 -- pairs are written with the status.
 -- K: {finished, dead, stats, ready, sched}
-local function finish(K, key, id, from, final, at, note, P, ...)
-  local err = move(key, from, final, at, note, P.hist_limit, 'fin', at, ...)
+local function finish_with(K, key, id, from, final, at, note, P, h, n, ...)
+  local err = move_with(key, from, final, at, note, P.hist_limit, h, n, 'fin', at, ...)
   if err then return err end
-  redis.call('HDEL', key, 'tk', 'due')
+  redis.call('HDEL', key, 'tk', 'due', 'as', 'an', 'cid')
   if from == 'queued' then redis.call('ZREM', K.ready, id) end
   if from == 'scheduled' then redis.call('ZREM', K.sched, id) end
   redis.call('ZADD', K.finished, at, id)
@@ -74,6 +80,11 @@ local function finish(K, key, id, from, final, at, note, P, ...)
   redis.call('HINCRBY', K.stats, 'final:' .. final, 1)
   if P.retention_ms > 0 then redis.call('PEXPIRE', key, P.retention_ms) end
   return false
+end
+
+local function finish(K, key, id, from, final, at, note, P, ...)
+  local f = redis.call('HMGET', key, 'hist', 'hn')
+  return finish_with(K, key, id, from, final, at, note, P, f[1], f[2], ...)
 end
 
 -- Parses the settle policy block that scripts which end attempts receive in ARGV from `i`:
@@ -97,18 +108,17 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
-  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr')
+  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn')
   local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = f[3] or nil, o = outcome}
   merge_facts(rec, facts)
   if rec.e == nil then rec.e = at end
   local enc = cjson.encode(rec)
   local atts = (f[4] and f[4] ~= '' and f[4] ~= '[]') and (string.sub(f[4], 1, -2) .. ',' .. enc .. ']')
     or ('[' .. enc .. ']')
-  redis.call('HDEL', key, 'as', 'an')
   redis.call('HINCRBY', K.stats, 'o:' .. outcome, 1)
   local d = tonumber(facts.d)
   if outcome == 'completed' and d then
-    redis.call('HINCRBYFLOAT', K.stats, 'dur_sum', d)
+    redis.call('HINCRBY', K.stats, 'dur_ms', math.floor(d * 1000 + 0.5))
     redis.call('HINCRBY', K.stats, 'dur_n', 1)
   end
   local st = f[5]
@@ -121,10 +131,10 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     local delay = math.min(P.cap_ms, P.base_ms * (P.factor ^ (n - 1)))
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
     local due = at + delay
-    local err = move(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
-      P.hist_limit, 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
+    local err = move_with(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
+      P.hist_limit, f[8], f[9], 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
     if err then return err end
-    redis.call('HDEL', key, 'tk')
+    redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
     local head = redis.call('ZRANGE', K.sched, 0, 0, 'WITHSCORES')
     redis.call('ZADD', K.sched, due, id)
     if head[2] == nil or due < tonumber(head[2]) then redis.call('PUBLISH', K.channel, 'd') end
@@ -132,7 +142,8 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   else
     final = 'failed'
   end
-  local err = finish(K, key, id, st, final, at, outcome, P, 'atts', atts, 'ph', 3, 'oc', outcome)
+  local err = finish_with(K, key, id, st, final, at, outcome, P, f[8], f[9], 'atts', atts, 'ph', 3,
+    'oc', outcome)
   if err then return err end
   return final
 end

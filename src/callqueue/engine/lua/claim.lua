@@ -77,15 +77,14 @@ local taken = 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'st', 'md', 's')
+  local f = redis.call('HMGET', key, 'st', 'md', 's', 'a', 'hist', 'hn')
   if f[1] == 'queued' then
     taken = taken + 1
-    local attempt = redis.call('HINCRBY', key, 'a', 1)
+    local attempt = tonumber(f[4] or '0') + 1
     local token = tok_prefix .. taken
-    local err = move(key, 'queued', 'dialing', now, 'attempt ' .. attempt, hist_limit,
-      'tk', token, 'ph', 0, 'as', now)
+    local err = move_with(key, 'queued', 'dialing', now, 'attempt ' .. attempt, hist_limit,
+      f[5], f[6], 'a', attempt, 'tk', token, 'ph', 0, 'as', now)
     if err then return err end
-    redis.call('HDEL', key, 'cid', 'an')
     -- The attempt's longest possible life: the carrier may get the request as late as the end
     -- of the dial lease, then ring and talk at most ring timeout + max duration; plus grace.
     local md = tonumber(f[2] or '0')

@@ -62,8 +62,10 @@ end
 local rank = PHASE[kind]
 if not rank then return redis.error_reply('CQ_BAD_EVENT ' .. tostring(kind)) end
 if phase >= rank or TERMINAL[st] then return {'dup', st, cx} end
-redis.call('ZREM', K.leases, id)
-keep_carrier_id()
+if kind ~= 'ended' then
+  redis.call('ZREM', K.leases, id)  -- settle does both for an ended attempt
+  keep_carrier_id()
+end
 if kind == 'ringing' then
   local err = move(key, st, 'ringing', now, '', hist_limit, 'ph', rank)
   if err then return err end

@@ -22,7 +22,7 @@ if tonumber(f[2]) ~= n or tonumber(f[3] or '0') ~= 0 then return {'stale', f[1]}
 redis.call('ZREM', K.live, id)
 redis.call('ZREM', K.leases, id)
 slot_freed(K.live, K.channel, now, P.max_live)
-redis.call('HINCRBY', key, 'a', -1)
+redis.call('HSET', key, 'a', n - 1)
 redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
 redis.call('HINCRBY', K.stats, 'released', 1)
 local note = 'carrier refused the request (' .. reason .. '); no attempt used'
