@@ -16,7 +16,9 @@ class HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
         # "FUNCTION LOAD" and friends arrive as one argument; the server wants two.
-        if isinstance(first, str | bytes) and (" " if isinstance(first, str) else b" ") in first:
+        if (isinstance(first, str) and " " in first) or (
+            isinstance(first, bytes) and b" " in first
+        ):
             args = (*first.split(), *args[1:])
         return [hiredis.pack_command(args)]
 
