@@ -199,7 +199,7 @@ class Dispatcher:
                 )
             elif result.kind == DialKind.REFUSED:
                 delay = int((result.retry_after_s or 0) * 1000)
-                await q.release(call, result.reason or "refused", delay)
+                await q.release(call, result.reason or "refused", delay, throttle=result.throttle)
             else:
                 await q.ambiguous(call)
         except Exception:

@@ -82,6 +82,9 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # the carrier refused the number itself: never retried
     CANCELLED = "cancelled"  # hung up because the call was cancelled
     LOST = "lost"  # no word from the carrier within the attempt's longest possible life
+    # The carrier refused the call after taking the request (its concurrency limit): nobody was
+    # called, so the attempt is given back unused and the dial rate backs off.
+    THROTTLED = "throttled"
 
 
 class CarrierEvent(StrEnum):
@@ -91,6 +94,7 @@ class CarrierEvent(StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
     ENDED = "ended"
+    MACHINE = "machine"  # answering machine detected; the attempt will end as `machine`
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ async def test_answered_call_completes_with_its_facts(make_queue: MakeQueue) -> 
     assert record is not None and record.status == CallStatus.COMPLETED
     (attempt,) = record.attempts
     assert attempt.number == 1 and attempt.outcome == Outcome.COMPLETED
-    assert attempt.carrier_call_id == "req-uuid"
+    assert attempt.carrier_call_id == "call-uuid"  # the callback's call id wins over the request's
     assert attempt.duration_s == 42.0 and attempt.bill_duration_s == 60.0
     assert attempt.hangup_cause == "NORMAL_CLEARING" and attempt.answered_ms is not None
     assert [h.status for h in record.history] == [
@@ -242,3 +242,40 @@ async def test_transition_table_is_enforced_inside_redis(make_queue: MakeQueue) 
     await q.client.hset(q.keys.call("c1"), "st", "completed")
     with pytest.raises(ScriptError, match="CQ_BAD_TRANSITION completed->ringing"):
         await q.accepted(call, "uuid")
+
+
+async def test_machine_detection_ends_the_attempt_as_machine(make_queue: MakeQueue) -> None:
+    q = make_queue(retry=FAST_RETRY)
+    await q.enqueue(spec("c1", max_retries=0))
+    call = await claim_one(q)
+    await q.accepted(call, "uuid")
+    await q.event("c1", 1, CarrierEvent.ANSWERED)
+    assert (await q.event("c1", 1, CarrierEvent.MACHINE)).applied
+    assert (await q.event("c1", 1, CarrierEvent.MACHINE)).applied  # harmless twice
+    done = await q.ended("c1", 1, EndFacts(Outcome.COMPLETED, duration_s=4))
+    assert done.status == CallStatus.FAILED  # machine is not in the default retry policy
+    record = await q.get("c1")
+    assert record is not None and record.attempts[0].outcome == Outcome.MACHINE
+
+
+async def test_throttled_attempt_is_given_back_and_the_rate_backs_off(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue(rate_per_second=8, rate_margin_ms=0, rate_backoff_s=5, retry=FAST_RETRY)
+    await q.enqueue_many([spec(f"c{i}", max_retries=0) for i in range(20)])
+    call = await claim_one(q)
+    result = await q.ended(call.call_id, 1, EndFacts(Outcome.THROTTLED, hangup_cause="5030"))
+    assert result.status == CallStatus.SCHEDULED
+    record = await q.get(call.call_id)
+    assert record is not None and record.attempts == [] and record.next_attempt_ms is not None
+    # Half the limit (8 -> 4) for the next while; one grant is already in the window.
+    burst = await q.claim(20)
+    assert len(burst.calls) == 3
+
+
+async def test_release_with_throttle_halves_the_dial_rate(make_queue: MakeQueue) -> None:
+    q = make_queue(rate_per_second=10, rate_margin_ms=0, rate_backoff_s=5)
+    await q.enqueue_many([spec(f"c{i}") for i in range(30)])
+    call = await claim_one(q)
+    await q.release(call, "429", throttle=True)
+    assert len((await q.claim(30)).calls) == 4  # 10 -> 5, one grant already used

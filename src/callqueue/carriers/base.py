@@ -40,6 +40,7 @@ class DialResult:
     carrier_call_id: str = ""
     reason: str = ""
     retry_after_s: float | None = None  # for REFUSED: how long the carrier asks us to wait
+    throttle: bool = False  # for REFUSED: the carrier pushed back; slow the global dial rate
 
 
 class EventReporter(Protocol):

@@ -103,7 +103,9 @@ class SimulatedCarrier:
             await asyncio.sleep(p.dial_latency_s)
         roll = self._rng.random()
         if roll < p.refuse_rate:
-            return DialResult(DialKind.REFUSED, reason="simulated 429", retry_after_s=1.0)
+            return DialResult(
+                DialKind.REFUSED, reason="simulated 429", retry_after_s=1.0, throttle=True
+            )
         roll -= p.refuse_rate
         if roll < p.reject_rate:
             return DialResult(DialKind.REJECTED, reason="simulated invalid destination")

@@ -26,6 +26,7 @@ class QueueOptions:
     grace_s: int = 60  # on top of ring timeout + max duration before an attempt counts as lost
     dial_lease_s: float = 30.0  # longest a dial request may take; the dispatcher enforces it
     retention_s: int = 7 * 24 * 3600  # finished calls are kept this long
+    rate_backoff_s: float = 10.0  # after a carrier push-back, dial at half rate this long
     history_limit: int = 50
     promote_limit: int = 1000  # due scheduled calls moved to ready per claim
     retry: RetryPolicy = field(default_factory=RetryPolicy)

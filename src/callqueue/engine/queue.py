@@ -111,6 +111,7 @@ class CallQueue:
             r.jitter,
             ",".join(sorted(r.retry_on)) or "-",
             random.random() if rand is None else rand,
+            int(o.rate_backoff_s * 1000),
         ]
 
     # -- enqueue ----------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class CallQueue:
             k.dead,
             k.stats,
             k.ready,
+            k.control,
         ]
         return self._scripts.event, keys, args
 
@@ -302,8 +304,14 @@ class CallQueue:
     async def ended(self, call_id: str, attempt: int, facts: EndFacts) -> EventResult:
         return await self.event(call_id, attempt, CarrierEvent.ENDED, end=facts)
 
-    async def release(self, call: ClaimedCall, reason: str, delay_ms: int = 0) -> EventResult:
-        """The carrier refused the request (no call placed): back to the queue, attempt unused."""
+    async def release(
+        self, call: ClaimedCall, reason: str, delay_ms: int = 0, *, throttle: bool = False
+    ) -> EventResult:
+        """The carrier refused the request (no call placed): back to the queue, attempt unused.
+
+        ``throttle``: the carrier pushed back (429, concurrency breach), so the global dial rate
+        backs off for ``rate_backoff_s``.
+        """
         k = self.keys
         reply = await self._scripts.release(
             self.client,
@@ -316,6 +324,7 @@ class CallQueue:
                 k.finished,
                 k.dead,
                 k.stats,
+                k.control,
             ],
             [
                 call.call_id,
@@ -325,6 +334,7 @@ class CallQueue:
                 reason,
                 k.wake_channel,
                 *self._policy_args(),
+                "1" if throttle else "0",
             ],
         )
         return EventResult(

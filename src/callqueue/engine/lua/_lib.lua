@@ -87,14 +87,26 @@ local function finish(K, key, id, from, final, at, note, P, ...)
   return finish_with(K, key, id, from, final, at, note, P, f[1], f[2], ...)
 end
 
+-- The carrier pushed back (HTTP 429, concurrency breach): the global dial rate is cut in half
+-- for `window_ms` (again on each push-back, down to a tenth), then returns to the limit.
+local function throttle(ctl, at, window_ms)
+  local f = redis.call('HMGET', ctl, 'rb_until', 'rb_factor')
+  local factor = 1
+  if f[1] and tonumber(f[1]) > at then factor = tonumber(f[2] or '1') end
+  factor = math.max(0.1, factor * 0.5)
+  redis.call('HSET', ctl, 'rb_until', at + window_ms, 'rb_factor', factor)
+end
+
 -- Parses the settle policy block that scripts which end attempts receive in ARGV from `i`:
--- retention_ms, hist_limit, max_live, base_ms, factor, cap_ms, jitter, retry_on (csv), rand
+-- retention_ms, hist_limit, max_live, base_ms, factor, cap_ms, jitter, retry_on (csv), rand,
+-- rate backoff window ms
 local function parse_policy(argv, i)
   local P = {
     retention_ms = tonumber(argv[i]), hist_limit = tonumber(argv[i + 1]),
     max_live = tonumber(argv[i + 2]), base_ms = tonumber(argv[i + 3]),
     factor = tonumber(argv[i + 4]), cap_ms = tonumber(argv[i + 5]),
     jitter = tonumber(argv[i + 6]), retry_on = {}, rand = tonumber(argv[i + 8]),
+    backoff_ms = tonumber(argv[i + 9]),
   }
   for o in string.gmatch(argv[i + 7], '[^,]+') do P.retry_on[o] = true end
   return P
@@ -102,14 +114,36 @@ end
 
 -- Ends attempt `n` of a live call with `outcome`, gives back its live-call slot, then
 -- completes the call, schedules its next attempt with backoff, or fails it for good.
--- K: {live, leases, sched, finished, dead, stats, ready, channel}
+-- An attempt the carrier refused after taking the request ("throttled": its concurrency limit)
+-- never reached anyone: it is given back unused and the call waits `delay` ms.
+local function give_back(K, key, id, n, st, at, note, delay, P, h, hn)
+  redis.call('HSET', key, 'a', n - 1)
+  redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
+  redis.call('HINCRBY', K.stats, 'released', 1)
+  local err = move_with(key, st, 'scheduled', at, note, P.hist_limit, h, hn, 'due', at + delay,
+    'ph', 3)
+  if err then return err end
+  redis.call('ZADD', K.sched, at + delay, id)
+  redis.call('PUBLISH', K.channel, 'd')
+  return 'scheduled'
+end
+
+-- K: {live, leases, sched, finished, dead, stats, ready, channel, ctl}
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
-  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn')
-  local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = f[3] or nil, o = outcome}
+  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
+    'mach')
+  if outcome == 'throttled' and f[6] ~= '1' then
+    throttle(K.ctl, at, P.backoff_ms)
+    return give_back(K, key, id, n, f[5], at, 'carrier refused the call (' .. (facts.hc or '') ..
+      '); no attempt used', math.floor(1000 + 1000 * rand), P, f[8], f[9])
+  end
+  if outcome == 'completed' and f[10] == '1' then outcome = 'machine' end
+  local cid = (facts.cid and facts.cid ~= '') and facts.cid or (f[3] or nil)
+  local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = cid, o = outcome}
   merge_facts(rec, facts)
   if rec.e == nil then rec.e = at end
   local enc = cjson.encode(rec)

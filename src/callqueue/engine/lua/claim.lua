@@ -41,7 +41,12 @@ local function blocked(reason, wait)
   return {now, reason, wait, next_due()}
 end
 
-if redis.call('HGET', ctl, 'paused') == '1' then return blocked('paused', -1) end
+local control = redis.call('HMGET', ctl, 'paused', 'rb_until', 'rb_factor')
+if control[1] == '1' then return blocked('paused', -1) end
+if limit > 0 and control[2] and tonumber(control[2]) > now then
+  -- The carrier pushed back lately: dial at a fraction of the limit for a while.
+  limit = math.max(1, math.floor(limit * tonumber(control[3] or '1')))
+end
 local backlog = redis.call('ZCARD', ready)
 if backlog == 0 then return blocked('empty', -1) end
 

@@ -1,0 +1,273 @@
+"""Read-only queries over a queue's keys, for the API, the CLI and the demo.
+
+Nothing here changes state (every change is a script, see ``lua/``). Each query is one or two
+pipelined round trips whatever the number of calls involved, and "now" is the server's clock
+(TIME), the same clock the scripts use.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from callqueue.engine.codec import decode_record
+from callqueue.engine.queue import CallQueue
+from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
+
+#: Score band of one priority level in the ready ZSET (score = rank * 2**40 + arrival seq).
+PRIORITY_BAND = 2**40
+#: A worker counts as alive when its last heartbeat is at most this old (the dispatcher beats
+#: every 2 s and the reaper forgets workers silent for 5 beats).
+WORKER_TTL_MS = 10_000
+#: Commands per pipeline when reading many calls.
+CHUNK = 2000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return int(float(_text(value))) if value not in (None, b"", "") else default
+
+
+def _time_ms(reply: Sequence[Any]) -> int:
+    return int(reply[0]) * 1000 + int(reply[1]) // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """Counters and gauges of one queue at one moment (server clock)."""
+
+    now_ms: int
+    paused: bool
+    queued: int
+    scheduled: int
+    queued_by_priority: dict[Priority, int]
+    live_slots: int  # attempts holding a live-call slot (longest life not yet passed)
+    live_by_status: dict[CallStatus, int]
+    final_by_status: dict[CallStatus, int]  # cumulative, includes calls expired by retention
+    outcomes: dict[Outcome, int]  # attempt outcomes, cumulative
+    enqueued: int
+    dialed: int
+    released: int
+    lapsed_leases: int
+    dials_last_second: int
+    dials_by_second: dict[int, int]  # epoch second -> dials granted, about the last minute
+    duration_sum_s: float
+    duration_count: int
+    workers: list[str] = field(default_factory=list)
+
+    @property
+    def dials_last_minute(self) -> int:
+        now_s = self.now_ms // 1000
+        return sum(n for sec, n in self.dials_by_second.items() if now_s - 60 < sec <= now_s)
+
+    @property
+    def peak_dials_per_second(self) -> int:
+        return max(self.dials_by_second.values(), default=0)
+
+    @property
+    def counts(self) -> dict[CallStatus, int]:
+        """Calls by status: waiting and live ones now, terminal ones cumulative."""
+        counts = dict.fromkeys(CallStatus, 0)
+        counts[CallStatus.QUEUED] = self.queued
+        counts[CallStatus.SCHEDULED] = self.scheduled
+        counts.update(self.live_by_status)
+        counts.update(self.final_by_status)
+        return counts
+
+    @property
+    def average_duration_s(self) -> float | None:
+        return self.duration_sum_s / self.duration_count if self.duration_count else None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Completed calls over calls that ended completed or failed (cancelled ones aside)."""
+        done = self.final_by_status[CallStatus.COMPLETED] + self.final_by_status[CallStatus.FAILED]
+        return self.final_by_status[CallStatus.COMPLETED] / done if done else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        rate = self.success_rate
+        return None if rate is None else 1.0 - rate
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    call_id: str
+    status: CallStatus
+    attempt: int
+    phone_number: str
+    campaign_id: str | None
+    priority: Priority
+    carrier_call_id: str | None
+    started_ms: int
+    answered_ms: int | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    """The status of one call and how many attempts it has had."""
+
+    status: CallStatus
+    attempts: int
+
+
+async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatus, int]:
+    counts = dict.fromkeys(sorted(LIVE_STATUSES), 0)
+    for state in (await call_states(queue, ids)).values():
+        if state is not None and state.status in counts:
+            counts[state.status] += 1
+    return counts
+
+
+async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> QueueSnapshot:
+    k = queue.keys
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.time()
+    pipe.zcard(k.ready)
+    pipe.zcard(k.scheduled)
+    pipe.zrange(k.live, 0, -1, withscores=True)
+    pipe.zrange(k.rate_log, 0, -1, withscores=True)
+    pipe.hgetall(k.stats)
+    pipe.hgetall(k.dials_per_second)
+    pipe.hget(k.control, "paused")
+    pipe.zrange(k.workers, 0, -1, withscores=True)
+    for p in Priority:
+        low = p.rank * PRIORITY_BAND
+        pipe.zcount(k.ready, low, f"({low + PRIORITY_BAND}")
+    (
+        time_reply,
+        queued,
+        scheduled,
+        live,
+        rate_log,
+        stats_raw,
+        dps_raw,
+        paused,
+        workers,
+        *by_priority,
+    ) = await pipe.execute()
+    now = _time_ms(time_reply)
+    stats = {_text(key): _text(value) for key, value in stats_raw.items()}
+    dps = {_int(sec): _int(n) for sec, n in dps_raw.items()}
+    live_ids = [_text(member) for member, score in live if score > now]
+    if queue.options.rate_per_second > 0:
+        last_second = sum(1 for _, score in rate_log if score > now - 1000)
+    else:
+        last_second = dps.get(now // 1000 - 1, 0)
+    return QueueSnapshot(
+        now_ms=now,
+        paused=_text(paused) == "1" if paused is not None else False,
+        queued=int(queued),
+        scheduled=int(scheduled),
+        queued_by_priority={p: int(n) for p, n in zip(Priority, by_priority, strict=True)},
+        live_slots=len(live_ids),
+        live_by_status=await _live_statuses(queue, live_ids),
+        final_by_status={
+            s: _int(stats.get(f"final:{s.value}")) for s in CallStatus if s.is_terminal
+        },
+        outcomes={o: _int(stats.get(f"o:{o.value}")) for o in Outcome},
+        enqueued=_int(stats.get("enqueued")),
+        dialed=_int(stats.get("dialed")),
+        released=_int(stats.get("released")),
+        lapsed_leases=_int(stats.get("lapsed_leases")),
+        dials_last_second=last_second,
+        dials_by_second=dps,
+        duration_sum_s=_duration_sum_s(stats),
+        duration_count=_int(stats.get("dur_n")),
+        workers=sorted(_text(w) for w, beat in workers if beat > now - worker_ttl_ms),
+    )
+
+
+def _duration_sum_s(stats: dict[str, str]) -> float:
+    """Talk time of completed attempts: ``dur_ms`` (integer ms), or ``dur_sum`` (float seconds)
+    as older versions of the engine wrote it."""
+    if stats.get("dur_ms"):
+        return _int(stats["dur_ms"]) / 1000
+    return float(stats.get("dur_sum") or 0.0)
+
+
+async def call_states(queue: CallQueue, call_ids: Iterable[str]) -> dict[str, CallState | None]:
+    """Status and attempt count of each call; None for calls that do not exist (any more)."""
+    ids = list(call_ids)
+    out: dict[str, CallState | None] = {}
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        pipe = queue.client.pipeline(transaction=False)
+        for call_id in chunk:
+            pipe.hmget(queue.keys.call(call_id), "st", "a")
+        for call_id, (status, attempts) in zip(chunk, await pipe.execute(), strict=True):
+            out[call_id] = (
+                None if status is None else CallState(CallStatus(_text(status)), _int(attempts))
+            )
+    return out
+
+
+async def live_calls(queue: CallQueue) -> tuple[int, list[LiveCall]]:
+    """(server now ms, the calls holding a live-call slot that are dialing, ringing or talking),
+    oldest attempt first."""
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.time()
+    pipe.zrange(queue.keys.live, 0, -1)
+    time_reply, members = await pipe.execute()
+    ids = [_text(m) for m in members]
+    calls: list[LiveCall] = []
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        pipe = queue.client.pipeline(transaction=False)
+        for call_id in chunk:
+            pipe.hgetall(queue.keys.call(call_id))
+        for call_id, fields in zip(chunk, await pipe.execute(), strict=True):
+            if not fields:
+                continue
+            record = decode_record(call_id, fields)
+            if not record.status.is_live or not record.attempts:
+                continue
+            current = record.attempts[-1]
+            calls.append(
+                LiveCall(
+                    call_id=call_id,
+                    status=record.status,
+                    attempt=current.number,
+                    phone_number=record.spec.phone_number,
+                    campaign_id=record.spec.campaign_id,
+                    priority=record.spec.priority,
+                    carrier_call_id=current.carrier_call_id or None,
+                    started_ms=current.started_ms,
+                    answered_ms=current.answered_ms,
+                    cancel_requested=record.cancel_requested,
+                )
+            )
+    calls.sort(key=lambda c: (c.started_ms, c.call_id))
+    return _time_ms(time_reply), calls
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    batch_id: str
+    total: int
+    by_status: dict[str, int]  # every CallStatus value, plus "expired" (gone by retention)
+
+    @property
+    def done(self) -> bool:
+        open_statuses = {s.value for s in CallStatus if not s.is_terminal}
+        return not any(self.by_status.get(s) for s in open_statuses)
+
+
+async def batch_counts(queue: CallQueue, batch_id: str) -> BatchCounts | None:
+    """Calls of a bulk batch by status; None when no batch has that id."""
+    members = await queue.client.smembers(queue.keys.batch(batch_id))
+    if not members:
+        return None
+    states = await call_states(queue, sorted(_text(m) for m in members))
+    counts: Counter[str] = Counter(
+        "expired" if state is None else state.status.value for state in states.values()
+    )
+    by_status = {s.value: counts.get(s.value, 0) for s in CallStatus}
+    by_status["expired"] = counts.get("expired", 0)
+    return BatchCounts(batch_id, len(states), by_status)
