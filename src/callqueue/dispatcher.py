@@ -24,6 +24,7 @@ from callqueue.models import ClaimBlock, ClaimedCall, Outcome
 
 log = logging.getLogger(__name__)
 
+CARRIER_RETRY_S = 30.0  # after the carrier refused our credentials, try again this much later
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
 
 
@@ -55,6 +56,10 @@ class Dispatcher:
         self._has_idle = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        # Parts that stop this worker from placing calls (carrier credentials, agent server).
+        self._blocked: dict[str, str] = {}
+        self._reported: set[str] = set()
+        self._unblocked = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         limit, _ = queue.options.rate_window()
         self._margin_s = queue.options.rate_margin_ms / 1000 if limit else None
@@ -76,6 +81,7 @@ class Dispatcher:
     def request_stop(self) -> None:
         self._stopping.set()
         self._has_idle.set()
+        self._unblocked.set()
         self.waker.poke()
 
     async def stop(self, timeout_s: float = 8.0) -> None:
@@ -105,6 +111,9 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            while self._blocked and not self._stopping.is_set():
+                self._unblocked.clear()
+                await self._unblocked.wait()
             while self._idle_count == 0 and not self._stopping.is_set():
                 self._has_idle.clear()
                 await self._has_idle.wait()
@@ -200,11 +209,41 @@ class Dispatcher:
             elif result.kind == DialKind.REFUSED:
                 delay = int((result.retry_after_s or 0) * 1000)
                 await q.release(call, result.reason or "refused", delay, throttle=result.throttle)
+            elif result.kind == DialKind.UNUSABLE:
+                await q.release(call, result.reason or "carrier unusable")
+                await self.block("carrier", result.reason, retry_after_s=CARRIER_RETRY_S)
             else:
                 await q.ambiguous(call)
+            if result.kind == DialKind.ACCEPTED and "carrier" in self._reported:
+                await self.unblock("carrier")
         except Exception:
             # The call stays tracked: its lease and longest life recover it.
             log.exception("recording the dial of %s failed", call.call_id)
+
+    # -- readiness ---------------------------------------------------------------------------
+    async def block(self, part: str, reason: str, retry_after_s: float | None = None) -> None:
+        """Stops claiming while ``part`` cannot work; says why in Redis for /api/health.
+        With ``retry_after_s``, dispatch tries again after that long."""
+        if self._blocked.get(part) != reason:
+            log.error("dispatch paused: %s: %s", part, reason)
+        self._blocked[part] = reason
+        self._reported.add(part)
+        await self.queue.report_problem(part, reason)
+        if retry_after_s is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(retry_after_s, self._retry, part)
+
+    def _retry(self, part: str) -> None:
+        self._blocked.pop(part, None)  # one more try; a failure blocks again
+        self._unblocked.set()
+
+    async def unblock(self, part: str) -> None:
+        if self._blocked.pop(part, None) is not None:
+            log.info("dispatch resumed: %s works again", part)
+        self._unblocked.set()
+        if part in self._reported:
+            self._reported.discard(part)
+            await self.queue.report_problem(part, "")
 
     async def _hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> None:
         try:

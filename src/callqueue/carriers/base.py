@@ -21,6 +21,7 @@ class DialKind(StrEnum):
     REJECTED = "rejected"  # the carrier refused this number for good: the attempt fails
     REFUSED = "refused"  # rate limited / overloaded / down: no call placed, try again later
     AMBIGUOUS = "ambiguous"  # no clear answer (timeout): the call may be live
+    UNUSABLE = "unusable"  # the carrier cannot be used (credentials): no call placed, pause
 
 
 @dataclass(frozen=True, slots=True)

@@ -387,6 +387,24 @@ class CallQueue:
             self.client, [k.control], ["paused", "1" if paused else "0", k.wake_channel]
         )
 
+    async def report_problem(self, part: str, reason: str) -> None:
+        """Records why ``part`` (carrier, agent) stops dispatch ('' clears it) for /api/health."""
+        k = self.keys
+        await self._scripts.control(
+            self.client, [k.control], [f"{part}_error", reason, k.wake_channel]
+        )
+
+    async def problems(self) -> dict[str, str]:
+        """What currently stops dispatch, by part (carrier, agent)."""
+        raw = await self.client.hgetall(self.keys.control)
+        out = {}
+        for key, value in raw.items():
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if name.endswith("_error") and text:
+                out[name.removesuffix("_error")] = text
+        return out
+
     # -- reads (no state change) ----------------------------------------------------------------
     async def get(self, call_id: str) -> CallRecord | None:
         fields = await self.client.hgetall(self.keys.call(call_id))
