@@ -178,7 +178,7 @@ class Dispatcher:
                 and asyncio.get_running_loop().time() - asked > self._margin_s
             ):
                 self.released_late += 1
-                await q.release(call, "dial would start after the rate window margin")
+                await q.release(call, "dial would start after the rate window margin", unsent=True)
                 return
             try:
                 async with asyncio.timeout(q.options.dial_lease_s):

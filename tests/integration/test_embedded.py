@@ -287,7 +287,8 @@ def test_ensure_local_server_starts_once_and_reuses(
     state = json.loads((tmp_path / "server.json").read_text())
     assert state["pid"] == server.pid
     assert state["port"] == server.port
-    assert state["url"] == url
+    assert state["url"] == url == server.local_url
+    assert url == f"unix://{tmp_path.resolve() / 'valkey.sock'}"  # the fast local way in
 
     url2, owner2 = ensure_local_server(tmp_path)
     assert (url2, owner2) == (url, None)
@@ -324,7 +325,7 @@ def test_ensure_local_server_starts_once_and_reuses(
     client = sync_client(server3)
     assert client.get(f"{unique_name}:persisted") == "yes"
     client.close()
-    assert url3 == server3.url
+    assert url3 == server3.local_url
 
 
 def test_ensure_local_server_replaces_record_of_crashed_or_foreign_process(
@@ -378,7 +379,7 @@ def test_ensure_local_server_concurrent_callers_share_one(
     owners = [owner for _, owner in results if owner is not None]
     local_servers.extend(owners)
     assert len(owners) == 1
-    assert {url for url, _ in results} == {owners[0].url}
+    assert {url for url, _ in results} == {owners[0].local_url}
 
 
 # --------------------------------------------------------------------------------------------

@@ -279,3 +279,15 @@ async def test_release_with_throttle_halves_the_dial_rate(make_queue: MakeQueue)
     call = await claim_one(q)
     await q.release(call, "429", throttle=True)
     assert len((await q.claim(30)).calls) == 4  # 10 -> 5, one grant already used
+
+
+async def test_an_unsent_release_gives_the_rate_token_back(make_queue: MakeQueue) -> None:
+    q = make_queue(rate_per_second=2, rate_margin_ms=0)
+    await q.enqueue_many([spec(f"c{i}") for i in range(5)])
+    first, second = (await q.claim(5)).calls
+    assert (await q.claim(5)).calls == []
+    await q.release(second, "429")  # the request went out: its token stays spent
+    assert (await q.claim(5)).calls == []
+    await q.release(first, "stalled before dialing", unsent=True)
+    again = await q.claim(5)
+    assert [c.call_id for c in again.calls] == ["c0"]

@@ -305,12 +305,19 @@ class CallQueue:
         return await self.event(call_id, attempt, CarrierEvent.ENDED, end=facts)
 
     async def release(
-        self, call: ClaimedCall, reason: str, delay_ms: int = 0, *, throttle: bool = False
+        self,
+        call: ClaimedCall,
+        reason: str,
+        delay_ms: int = 0,
+        *,
+        throttle: bool = False,
+        unsent: bool = False,
     ) -> EventResult:
         """The carrier refused the request (no call placed): back to the queue, attempt unused.
 
         ``throttle``: the carrier pushed back (429, concurrency breach), so the global dial rate
-        backs off for ``rate_backoff_s``.
+        backs off for ``rate_backoff_s``. ``unsent``: the request never left this process, so
+        its dial-rate token is given back as well.
         """
         k = self.keys
         reply = await self._scripts.release(
@@ -325,6 +332,7 @@ class CallQueue:
                 k.dead,
                 k.stats,
                 k.control,
+                k.rate_log,
             ],
             [
                 call.call_id,
@@ -335,6 +343,7 @@ class CallQueue:
                 k.wake_channel,
                 *self._policy_args(),
                 "1" if throttle else "0",
+                "1" if unsent else "0",
             ],
         )
         return EventResult(

@@ -1,8 +1,8 @@
 """Read-only queries over a queue's keys, for the API, the CLI and the demo.
 
-Nothing here changes state (every change is a script, see ``lua/``). Each query is one or two
-pipelined round trips whatever the number of calls involved, and "now" is the server's clock
-(TIME), the same clock the scripts use.
+Nothing here changes state (every change is a script, see ``lua/``). Each query takes a few
+pipelined round trips however many calls it covers (never one per call), and "now" is the
+server's clock (TIME), the same clock the scripts use.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from callqueue.engine.codec import decode_record
 from callqueue.engine.queue import CallQueue
@@ -35,6 +37,37 @@ def _int(value: Any, default: int = 0) -> int:
 
 def _time_ms(reply: Sequence[Any]) -> int:
     return int(reply[0]) * 1000 + int(reply[1]) // 1000
+
+
+async def server_now_ms(queue: CallQueue) -> int:
+    """The server clock (the one the scripts use), from the node that holds the queue's keys.
+
+    A separate round trip: a cluster pipeline refuses keyless commands such as TIME.
+    """
+    client = queue.client
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # no-op once connected; the slot map is needed below
+        node = client.get_node_from_key(queue.keys.stats)
+        return _time_ms(await client.time(target_nodes=node))
+    return _time_ms(await client.time())
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    """What a health check wants: the switches and the heartbeats."""
+
+    now_ms: int
+    paused: bool
+    workers_alive: int
+
+
+async def control_state(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> ControlState:
+    now = await server_now_ms(queue)
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.hget(queue.keys.control, "paused")
+    pipe.zcount(queue.keys.workers, f"({now - worker_ttl_ms}", "+inf")
+    paused, alive = await pipe.execute()
+    return ControlState(now, paused in (b"1", "1"), int(alive))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +160,8 @@ async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatu
 
 async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> QueueSnapshot:
     k = queue.keys
+    now = await server_now_ms(queue)
     pipe = queue.client.pipeline(transaction=False)
-    pipe.time()
     pipe.zcard(k.ready)
     pipe.zcard(k.scheduled)
     pipe.zrange(k.live, 0, -1, withscores=True)
@@ -141,7 +174,6 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
         low = p.rank * PRIORITY_BAND
         pipe.zcount(k.ready, low, f"({low + PRIORITY_BAND}")
     (
-        time_reply,
         queued,
         scheduled,
         live,
@@ -152,7 +184,6 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
         workers,
         *by_priority,
     ) = await pipe.execute()
-    now = _time_ms(time_reply)
     stats = {_text(key): _text(value) for key, value in stats_raw.items()}
     dps = {_int(sec): _int(n) for sec, n in dps_raw.items()}
     live_ids = [_text(member) for member, score in live if score > now]
@@ -211,11 +242,8 @@ async def call_states(queue: CallQueue, call_ids: Iterable[str]) -> dict[str, Ca
 async def live_calls(queue: CallQueue) -> tuple[int, list[LiveCall]]:
     """(server now ms, the calls holding a live-call slot that are dialing, ringing or talking),
     oldest attempt first."""
-    pipe = queue.client.pipeline(transaction=False)
-    pipe.time()
-    pipe.zrange(queue.keys.live, 0, -1)
-    time_reply, members = await pipe.execute()
-    ids = [_text(m) for m in members]
+    now = await server_now_ms(queue)
+    ids = [_text(m) for m in await queue.client.zrange(queue.keys.live, 0, -1)]
     calls: list[LiveCall] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -244,7 +272,7 @@ async def live_calls(queue: CallQueue) -> tuple[int, list[LiveCall]]:
                 )
             )
     calls.sort(key=lambda c: (c.started_ms, c.call_id))
-    return _time_ms(time_reply), calls
+    return now, calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,11 @@
 -- at its place in line (or after `delay_ms`). Only the lease holder may do this, and only
 -- while the carrier has said nothing else about the attempt.
 -- KEYS[1] call key  KEYS[2] ready  KEYS[3] sched  KEYS[4] live  KEYS[5] leases
--- KEYS[6] finished  KEYS[7] dead  KEYS[8] stats  KEYS[9] control
+-- KEYS[6] finished  KEYS[7] dead  KEYS[8] stats  KEYS[9] control  KEYS[10] rate log
 -- ARGV[1] call id  ARGV[2] attempt  ARGV[3] token  ARGV[4] delay ms  ARGV[5] reason
 -- ARGV[6] wake channel  ARGV[7..16] settle policy (see parse_policy)  ARGV[17] throttle (0/1):
---   the carrier pushed back, so the global dial rate backs off for a while
+--   the carrier pushed back, so the global dial rate backs off for a while  ARGV[18] unsent
+--   (0/1): no request ever left, so the attempt's dial-rate token is given back too
 -- Returns: {code, status}; code is ok | token | stale | not_found
 local key = KEYS[1]
 local K = {ready = KEYS[2], sched = KEYS[3], live = KEYS[4], leases = KEYS[5],
@@ -15,6 +16,7 @@ local id, n, token, delay, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumbe
 local P = parse_policy(ARGV, 7)
 local now = now_ms()
 if ARGV[17] == '1' then throttle(KEYS[9], now, P.backoff_ms) end
+if ARGV[18] == '1' then redis.call('ZREM', KEYS[10], token) end
 
 local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q')
 if not f[1] then return {'not_found', ''} end

@@ -1,0 +1,1 @@
+"""Benchmarks for callqueue: ``python -m bench.run`` (see ``bench/run.py``)."""

@@ -1,0 +1,270 @@
+"""Shared pieces: the seed's payload, private embedded servers, queues, and carrier/reporter
+wrappers that time what the carrier sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from bench.registry import BenchContext
+from callqueue.carriers.base import DialRequest, DialResult
+from callqueue.carriers.simulator import SimProfile, SimulatedCarrier
+from callqueue.dispatcher import Dispatcher
+from callqueue.embedded import EmbeddedServer
+from callqueue.engine.connection import connect
+from callqueue.engine.event_writer import EventWriter
+from callqueue.engine.options import QueueOptions
+from callqueue.engine.queue import CallQueue, EndFacts, EventCall
+from callqueue.models import CallSpec, CallStatus, CarrierEvent, EventResult, Outcome, Priority
+
+# The seed's example call (README, "Queue a single call").
+PHONE = "+919123456789"
+CAMPAIGN = "campaign-123"
+CALL_CONFIG: dict[str, Any] = {
+    "voice": "en-US",
+    "max_duration": 1800,
+    "recording_enabled": True,
+    "flow_name": "wishfin-test",
+    "answer_url": "https://your-domain.com/outbound-answer",
+    "variables": {"name": "John Doe", "email": "john@example.com"},
+}
+
+NO_LIMITS = QueueOptions(max_live_calls=0, rate_per_second=0)
+# Every call completes at once: no ring, no talk, no dial latency.
+ZERO_LATENCY = SimProfile(mix={Outcome.COMPLETED: 1.0}, ring_s=(0.0, 0.0), talk_s=(0.0, 0.0))
+
+
+def make_spec(i: int, scheduled_at_ms: int | None = None, prefix: str = "call") -> CallSpec:
+    """The seed's example call with a unique id."""
+    return CallSpec(
+        call_id=f"{prefix}-{i:07d}",
+        phone_number=PHONE,
+        campaign_id=CAMPAIGN,
+        config=CALL_CONFIG,
+        priority=Priority.NORMAL,
+        max_retries=3,
+        scheduled_at_ms=scheduled_at_ms,
+    )
+
+
+def make_specs(start: int, count: int, prefix: str = "call") -> list[CallSpec]:
+    return [make_spec(i, prefix=prefix) for i in range(start, start + count)]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100), linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+# -- servers and queues ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[EmbeddedServer]:
+    """A fresh embedded server on a free port, without persistence, removed afterwards."""
+    server = EmbeddedServer(appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def server_version(client: Any) -> str:
+    info: dict[str, Any] = await client.info("server")
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info.get('redis_version', '?')}"
+
+
+@contextlib.asynccontextmanager
+async def open_queue(
+    ctx: BenchContext, url: str, name: str, options: QueueOptions = NO_LIMITS
+) -> AsyncIterator[CallQueue]:
+    """A queue on its own client, with the function library loaded (outside any timing)."""
+    client = connect(url)
+    try:
+        queue = CallQueue(client, name, options)
+        await queue.prepare()
+        ctx.server_versions.add(await server_version(client))
+        yield queue
+    finally:
+        await client.aclose()
+
+
+async def used_memory(url: str) -> int:
+    """``used_memory`` from INFO memory, read on a fresh connection."""
+    client = connect(url)
+    try:
+        info: dict[str, Any] = await client.info("memory")
+        return int(info["used_memory"])
+    finally:
+        await client.aclose()
+
+
+async def enqueue_concurrently(
+    queue: CallQueue,
+    batches: int,
+    batch: Callable[[int], Sequence[CallSpec]],
+    callers: int,
+) -> int:
+    """``callers`` concurrent callers share batches ``batch(0)`` .. ``batch(batches - 1)``,
+    each sending one batch at a time with ``enqueue_many``. Returns how many calls were
+    created."""
+    created = 0
+    next_batch = 0
+
+    async def caller() -> None:
+        nonlocal created, next_batch
+        while next_batch < batches:
+            index = next_batch
+            next_batch += 1
+            results = await queue.enqueue_many(batch(index))
+            created += sum(1 for r in results if r.state == "created")
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return created
+
+
+# -- what the carrier sees --------------------------------------------------------------------
+
+
+class TimedCarrier:
+    """Delegates to a carrier and calls ``on_dial(request, perf_counter, wall_time)`` the moment
+    ``dial`` is called, before the carrier does anything."""
+
+    def __init__(
+        self,
+        inner: SimulatedCarrier,
+        on_dial: Callable[[DialRequest, float, float], None],
+    ) -> None:
+        self.inner = inner
+        self.name = f"timed-{inner.name}"
+        self._on_dial = on_dial
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        self._on_dial(request, time.perf_counter(), time.time())
+        return await self.inner.dial(request)
+
+    async def hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> bool:
+        return await self.inner.hangup(call_id, attempt, carrier_call_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # optional extras, e.g. drain() at a graceful stop
+
+
+class CountingWriter(EventWriter):
+    """The library's ``EventWriter``, unchanged, that also counts the calls whose end event was
+    applied (the call is settled in Redis) and notes when the ``target``-th one was.
+
+    It only watches: the end events are recognised as the ``submit`` made while the carrier's
+    ``report`` of an ``ended`` event runs."""
+
+    def __init__(self, queue: CallQueue) -> None:
+        super().__init__(queue)
+        self._ending = False
+        self._changed = asyncio.Event()
+        self.reset(0)
+
+    def reset(self, target: int) -> None:
+        self.settled = 0
+        self.failed = 0
+        self.target = target
+        self.reached = asyncio.Event()
+        self.reached_at: float | None = None
+
+    async def report(
+        self,
+        call_id: str,
+        attempt: int,
+        kind: CarrierEvent,
+        *,
+        carrier_call_id: str = "",
+        end: EndFacts | None = None,
+    ) -> None:
+        self._ending = kind == CarrierEvent.ENDED
+        try:
+            await super().report(call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end)
+        finally:
+            self._ending = False
+
+    def submit(self, call: EventCall) -> asyncio.Future[EventResult]:
+        future = super().submit(call)
+        if self._ending:
+            future.add_done_callback(self._ended)
+        return future
+
+    def _ended(self, future: asyncio.Future[EventResult]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.failed += 1
+            return
+        result = future.result()
+        if not (result.applied and result.status == CallStatus.COMPLETED):
+            self.failed += 1
+            return
+        self.settled += 1
+        self._changed.set()
+        if self.target and self.settled >= self.target and self.reached_at is None:
+            self.reached_at = time.perf_counter()
+            self.reached.set()
+
+    async def wait_settled(self, count: int) -> None:
+        """Until at least ``count`` calls have been settled."""
+        while self.settled < count:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+class InProcessWorker:
+    """A ``Dispatcher`` with the zero-latency simulator behind a :class:`TimedCarrier` and a
+    :class:`CountingWriter`, all in this process (what ``callqueue worker`` wires up)."""
+
+    def __init__(
+        self,
+        queue: CallQueue,
+        concurrency: int,
+        on_dial: Callable[[DialRequest, float, float], None] | None = None,
+        profile: SimProfile = ZERO_LATENCY,
+    ) -> None:
+        self.counter = CountingWriter(queue)
+        self.carrier = TimedCarrier(
+            SimulatedCarrier(self.counter, profile), on_dial or (lambda _r, _p, _w: None)
+        )
+        self.dispatcher = Dispatcher(queue, self.carrier, self.counter, concurrency=concurrency)
+
+    async def diagnose(self) -> str:
+        """What the worker and the queue look like, for error messages."""
+        queue = self.dispatcher.queue
+        tasks = []
+        for task in self.dispatcher._tasks:  # private, but only read when something is stuck
+            state = "running"
+            if task.done():
+                exc = None if task.cancelled() else task.exception()
+                state = f"ended ({exc!r})" if exc else "ended"
+            tasks.append(f"{task.get_name()} {state}")
+        ready = await queue.client.zcard(queue.keys.ready)
+        return (
+            f"dispatcher dialed {self.dispatcher.dialed}, settled {self.counter.settled}, "
+            f"failed {self.counter.failed}; tasks: {', '.join(tasks) or 'none'}; "
+            f"{ready} ready; paused={await queue.is_paused()}"
+        )
+
+    async def __aenter__(self) -> InProcessWorker:
+        await self.dispatcher.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.dispatcher.stop()
+        await self.carrier.aclose()

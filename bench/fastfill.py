@@ -1,0 +1,150 @@
+"""Fast set-up of huge backlogs: the library's own ``enqueue_many`` command, replayed.
+
+Building and packing the ~7,000 arguments of each 1,000-call batch is most of the client-side
+cost of ``CallQueue.enqueue_many``. For the 1,000,000-call backlog (set-up, not a measured
+figure) this module captures the exact command ``enqueue_many`` sends for one 1,000-call batch
+(through a stand-in client, so only the public API is used), and replays it over a plain socket
+with the call ids substituted, several batches in flight, which leaves Redis as the only limit.
+Redis runs the same enqueue function with the same arguments, so the stored calls are identical
+to the library's; every reply is checked, and :func:`fast_fill` verifies samples with
+``CallQueue.get``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+
+from bench.common import make_spec, make_specs
+from callqueue.engine.queue import CallQueue
+from callqueue.models import CallStatus
+
+BATCH = 1_000
+IN_FLIGHT = 4
+_ID = re.compile(rb"call-(\d{7})")
+
+
+class _Capture:
+    """Stands in for the redis client (and its pipeline): records FCALLs, answers 'ok'."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def pipeline(self, transaction: bool = True) -> _Capture:
+        return self
+
+    def fcall(self, *args: Any) -> None:
+        self.commands.append(args)
+
+    async def execute(self, raise_on_error: bool = True) -> list[list[bytes]]:
+        return [[b"ok"] for _ in self.commands]
+
+
+def _resp(args: Sequence[Any]) -> bytes:
+    """RESP encoding of a command, as redis-py encodes its arguments."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot encode {type(arg).__name__}")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Template:
+    """The wire bytes of one ``enqueue_many`` batch, split at every call id."""
+
+    def __init__(self, size: int, segments: list[bytes], ids: list[int]) -> None:
+        self.size = size
+        self.segments = segments
+        self.ids = ids  # the template call number at each split point
+
+    @classmethod
+    async def capture(cls, queue: CallQueue, size: int) -> _Template:
+        """What ``queue.enqueue_many`` sends for calls 0 .. size-1 in one batch."""
+        capture = _Capture()
+        twin = CallQueue(capture, queue.name, queue.options)
+        try:
+            await twin.enqueue_many(make_specs(0, size), batch_size=size)
+        except Exception as exc:
+            raise RuntimeError(f"cannot capture enqueue_many's command ({exc!r}); "
+                               "bench/fastfill.py needs updating") from exc  # fmt: skip
+        if len(capture.commands) != 1:
+            raise RuntimeError(
+                f"enqueue_many sent {len(capture.commands)} commands for one batch; "
+                "bench/fastfill.py needs updating"
+            )
+        wire = _resp(("FCALL", *capture.commands[0]))
+        segments, ids, pos = [], [], 0
+        for match in _ID.finditer(wire):
+            segments.append(wire[pos : match.start()])
+            ids.append(int(match.group(1)))
+            pos = match.end()
+        segments.append(wire[pos:])
+        if sorted(set(ids)) != list(range(size)):
+            raise RuntimeError("the captured enqueue command does not name every call id")
+        return cls(size, segments, ids)
+
+    def render(self, first: int) -> bytes:
+        """The command for calls ``first`` .. ``first + size - 1``."""
+        parts = [self.segments[0]]
+        for i, segment in zip(self.ids, self.segments[1:], strict=True):
+            parts.append(b"call-%07d" % (first + i))
+            parts.append(segment)
+        return b"".join(parts)
+
+
+async def fast_fill(queue: CallQueue, host: str, port: int, n: int) -> None:
+    """Queues seed calls ``call-0000000`` .. ``n - 1`` (fewer than 10,000,000)."""
+    if not 0 < n < 10_000_000:
+        raise ValueError("n must be between 1 and 9,999,999")
+    templates: dict[int, _Template] = {}
+    reader, writer = await asyncio.open_connection(host, port)
+    parser = hiredis.Reader()
+    created = 0
+
+    async def reply(size: int) -> None:
+        nonlocal created
+        while (answer := parser.gets()) is False:
+            data = await reader.read(1 << 16)
+            if not data:
+                raise RuntimeError("the server closed the connection")
+            parser.feed(data)
+        if isinstance(answer, Exception) or not isinstance(answer, list) or answer[0] != b"ok":
+            raise RuntimeError(f"enqueue failed: {answer!r}")
+        if len(answer) != 1 + 3 * size:
+            raise RuntimeError(f"enqueue answered for {(len(answer) - 1) // 3} of {size} calls")
+        created += sum(1 for state in answer[2::3] if state == b"created")
+
+    try:
+        pending: list[int] = []
+        for first in range(0, n, BATCH):
+            size = min(BATCH, n - first)
+            if size not in templates:
+                templates[size] = await _Template.capture(queue, size)
+            writer.write(templates[size].render(first))
+            pending.append(size)
+            if len(pending) >= IN_FLIGHT:
+                await writer.drain()
+                await reply(pending.pop(0))
+        await writer.drain()
+        for size in pending:
+            await reply(size)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    if created != n:
+        raise RuntimeError(f"{created} calls created, expected {n}")
+    for i in sorted({0, n // 2, n - 1}):
+        record = await queue.get(f"call-{i:07d}")
+        if record is None or record.spec != make_spec(i) or record.status != CallStatus.QUEUED:
+            raise RuntimeError(f"call-{i:07d} was not stored as enqueue_many stores it: {record}")
