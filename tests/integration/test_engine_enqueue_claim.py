@@ -57,6 +57,8 @@ async def test_bulk_enqueue_spans_batches_and_tracks_the_batch(make_queue: MakeQ
     )
     assert [r.call_id for r in results] == [f"c{i}" for i in range(2500)]
     assert await q.client.scard(q.keys.batch("b-1")) == 2500
+    ttl_days = await q.client.pttl(q.keys.batch("b-1")) / 86_400_000
+    assert 36 < ttl_days <= 37  # retention (7 days) + 30: the index never outlives its use
     assert await q.client.zcard(q.keys.ready) == 2500
 
 

@@ -120,7 +120,9 @@ class CallQueue:
     ) -> tuple[list[str], list[ScriptArg]]:
         k = self.keys
         keys = [k.ready, k.scheduled, k.seq, k.stats, k.batch(batch_id) if batch_id else k.seq]
-        args: list[ScriptArg] = [k.wake_channel, self.options.history_limit]
+        # A batch's index outlives its calls: retention after the last enqueue, plus 30 days.
+        batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
+        args: list[ScriptArg] = [k.wake_channel, batch_ttl_ms]
         args += ["1", batch_id] if batch_id else ["0", ""]
         for spec in specs:
             keys.append(k.call(spec.call_id))

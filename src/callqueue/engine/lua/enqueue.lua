@@ -1,12 +1,12 @@
 -- enqueue: adds calls (one or a batch), idempotent on the call id.
 -- KEYS[1] ready  KEYS[2] sched  KEYS[3] seq  KEYS[4] stats  KEYS[5] batch set (or the seq key
 --   again when there is no batch)  KEYS[5+i] call key of the i-th call
--- ARGV[1] wake channel  ARGV[2] hist_limit  ARGV[3] has_batch (0/1)  ARGV[4] batch id
+-- ARGV[1] wake channel  ARGV[2] batch index ttl ms  ARGV[3] has_batch (0/1)  ARGV[4] batch id
 -- then 7 per call: id, spec json, priority rank, due ms (0: now), max_retries,
 --   max duration s (0: the dialing worker's default), body hash
 -- Returns: {'ok', id1, state1, status1, id2, ...}; state is created | exists | conflict
 local ready, sched, seqk, stats, batch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local channel, hist_limit = ARGV[1], tonumber(ARGV[2])
+local channel, batch_ttl = ARGV[1], tonumber(ARGV[2])
 local has_batch, batch_id = ARGV[3] == '1', ARGV[4]
 local n = #KEYS - 5
 local now = now_ms()
@@ -56,5 +56,6 @@ for i = 1, n do
   end
 end
 if created > 0 then redis.call('HINCRBY', stats, 'enqueued', created) end
+if has_batch and batch_ttl > 0 then redis.call('PEXPIRE', batch, batch_ttl) end
 if wake then redis.call('PUBLISH', channel, 'e') end
 return out
