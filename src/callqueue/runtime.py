@@ -33,7 +33,8 @@ class Runtime:
 
     @property
     def embedded(self) -> bool:
-        return self.settings.redis_url is None
+        """Running on the embedded server (REDIS_URL unset or empty)."""
+        return not self.settings.redis_url
 
     async def aclose(self) -> None:
         for closer in reversed(self._closers):
@@ -42,7 +43,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.client.aclose()
         if self.server is not None:
-            self.server.stop()
+            await asyncio.to_thread(self.server.stop)
 
 
 async def open_runtime(settings: Settings) -> Runtime:
@@ -51,7 +52,9 @@ async def open_runtime(settings: Settings) -> Runtime:
         url = settings.redis_url
     else:
         url, server = await asyncio.to_thread(ensure_local_server, settings.data_dir)
-    client = connect(url, cluster=settings.redis_cluster or None, tls_ca=settings.redis_tls_ca)
+    client = connect(
+        url, cluster=settings.redis_cluster or None, tls_ca=settings.redis_tls_ca or None
+    )
     queue = CallQueue(client, settings.queue_name, settings.queue_options())
     try:
         await queue.prepare()

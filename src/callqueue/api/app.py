@@ -1,0 +1,101 @@
+"""The FastAPI app: ``create_app(settings, runtime)``.
+
+With no runtime the app opens its own on start-up (and closes it on shutdown); with one (tests,
+``callqueue up``, which shares it with the dispatcher) it uses it and leaves closing it to the
+owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from callqueue import __version__
+from callqueue.api.auth import ApiKeyGate, require_api_key
+from callqueue.api.errors import ERRORS, install_error_handlers
+from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
+from callqueue.api.routes import batches, calls, health, queue
+from callqueue.api.schemas import BulkQueueRequest
+from callqueue.config import Settings, load_settings
+from callqueue.runtime import Runtime, open_runtime
+
+DESCRIPTION = """\
+Outbound voice-call queue on Redis: queue calls one by one or in bulk, with priorities,
+scheduling and retries; every worker shares one global dial rate
+(RATE_LIMIT_PER_SECOND) and one cap on live calls (MAX_CONCURRENT_CALLS).
+
+Errors are `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, `loc` being the path of
+the field at fault. When API_KEYS is set, every route except `/api/health` needs
+`Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""
+
+
+def _add_bulk_schema(app: FastAPI) -> None:
+    """The bulk route parses its body itself (row by row), so FastAPI does not see its model:
+    publish the schema by hand, its nested models next to the others."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        bulk = BulkQueueRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in bulk.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["BulkQueueRequest"] = bulk
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    if settings is None:
+        settings = runtime.settings if runtime is not None else load_settings()
+    app_settings = settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime if runtime is not None else await open_runtime(app_settings)
+        app.state.http = None  # made on first use: building its TLS context takes a while
+        try:
+            yield
+        finally:
+            if app.state.http is not None:
+                await app.state.http.aclose()
+            if owned:
+                await app.state.runtime.aclose()
+
+    app = FastAPI(
+        title="callqueue",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "calls", "description": "Queue, read and cancel calls."},
+            {"name": "batches", "description": "Bulk queuing and batch progress."},
+            {"name": "queue", "description": "Queue-wide status and pause/resume."},
+            {"name": "health", "description": "Liveness and dependencies."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit, default=DEFAULT_MAX_BODY, limits={"/api/calls/bulk-queue": BULK_MAX_BODY}
+    )
+    app.add_middleware(ApiKeyGate, keys=settings.api_key_list)  # outermost: runs first
+
+    protected = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS)
+    protected.include_router(batches.router)  # before calls: /api/calls/bulk-queue is literal
+    protected.include_router(calls.router)
+    protected.include_router(queue.router)
+    app.include_router(protected)
+    app.include_router(health.router)  # public, like /api/webhooks/* (carrier callbacks)
+    _add_bulk_schema(app)
+    return app

@@ -1,0 +1,146 @@
+"""One error shape for every 4xx/5xx: ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``.
+
+``loc`` is the path of the field at fault (``["body", "call_config", "max_duration"]``), so a
+client can point at it. Input values are not echoed back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+Loc = Sequence[str | int]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(
+        ..., description="Path of the field at fault.", examples=[["body", "phone_number"]]
+    )
+    msg: str = Field(..., description="What is wrong.")
+    type: str = Field(..., description="Error kind: missing, extra_forbidden, conflict, ...")
+
+
+class ErrorResponse(BaseModel):
+    detail: list[ErrorDetail] = Field(..., description="Every problem found.")
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """An entry of a route's ``responses``."""
+    return {"model": ErrorResponse, "description": description}
+
+
+#: Answers every protected route may give.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_doc("API_KEYS is set and no valid key was sent."),
+    422: error_doc("Invalid input; `loc` names each field at fault."),
+    503: error_doc("Redis is unavailable."),
+}
+
+
+class ApiError(Exception):
+    """An error answer with a field path; raise it from a route."""
+
+    def __init__(
+        self,
+        status: int,
+        msg: str,
+        loc: Loc = (),
+        kind: str = "error",
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(msg)
+        self.status = status
+        self.details = details or [{"loc": list(loc), "msg": msg, "type": kind}]
+        self.headers = headers
+
+
+def problem(
+    status: int, msg: str, loc: Loc = (), kind: str = "error", headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"loc": list(loc), "msg": msg, "type": kind}]}, status, headers=headers
+    )
+
+
+def clean_errors(errors: Iterable[Any], prefix: Loc = ()) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI error dicts -> ``{"loc", "msg", "type"}``, without the input values."""
+    out = []
+    for err in errors:
+        msg = str(err.get("msg", "invalid"))
+        ctx = err.get("ctx") or {}
+        if err.get("type") == "json_invalid" and "error" in ctx:
+            msg = f"{msg}: {ctx['error']}"
+        out.append({"loc": [*prefix, *err.get("loc", ())], "msg": msg, "type": err.get("type")})
+    return out
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = clean_errors(exc.errors())
+    if not _is_json(request) and any(d["loc"] == ["body"] for d in details):
+        # FastAPI reads a body sent without a JSON content type as bytes.
+        details = [
+            {
+                "loc": ["body"],
+                "type": "content_type",
+                "msg": "the body must be a JSON object sent as application/json",
+            }
+        ]
+    return JSONResponse({"detail": details}, 422)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"detail": exc.details}, exc.status, headers=exc.headers)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    loc = ("body",) if exc.status_code in (400, 413) else ()
+    if exc.status_code == 400:  # FastAPI could not read the JSON at all
+        detail = "the body is not readable JSON (invalid UTF-8, or nested too deeply)"
+        return problem(400, detail, loc, kinds[400])
+    return problem(
+        exc.status_code,
+        str(exc.detail),
+        loc,
+        kinds.get(exc.status_code, "http_error"),
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+    return problem(503, f"Redis is unavailable: {exc}", (), "unavailable", {"Retry-After": "1"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal error (logged)", (), "internal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(Exception, _unexpected)

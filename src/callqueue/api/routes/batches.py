@@ -1,0 +1,185 @@
+"""Bulk queuing (/api/calls/bulk-queue) and batch progress (/api/batches/{batch_id})."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import BaseModel, Field, ValidationError
+
+from callqueue.api.deps import QueueDep
+from callqueue.api.errors import ApiError, ErrorDetail, clean_errors, error_doc
+from callqueue.api.schemas import MAX_BULK_CALLS, SEED_BULK, BulkEnvelope
+from callqueue.api.specs import BulkRow, RowRejection, bulk_specs
+from callqueue.engine.reads import BatchCounts, batch_counts
+from callqueue.models import EnqueueResult, EnqueueState
+
+router = APIRouter(tags=["batches"])
+
+BULK_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/BulkQueueRequest"},
+                "examples": {"seed": {"value": SEED_BULK}},
+            }
+        },
+    }
+}
+
+
+class BulkRejection(BaseModel):
+    index: int = Field(..., description="Position of the row in `calls`, from 0.")
+    errors: list[ErrorDetail] = Field(
+        ..., description="What is wrong, with field paths relative to the row."
+    )
+
+
+class BulkQueued(BaseModel):
+    batch_id: str = Field(..., description="As given, or made when absent.")
+    total: int = Field(..., description="Rows received.")
+    queued: int = Field(..., description="Calls newly queued by this request.")
+    duplicates: int = Field(
+        ..., description="Rows queued before (same id, same request): nothing queued twice."
+    )
+    rejected_count: int = Field(..., description="Rows refused.")
+    call_ids: list[str | None] = Field(
+        ..., description="Call id of each row, in input order; null for a refused row."
+    )
+    rejected: list[BulkRejection] = Field(..., description="The refused rows, by index.")
+
+
+class BatchView(BaseModel):
+    batch_id: str = Field(..., description="The batch's id.")
+    total: int = Field(..., description="Calls queued in the batch.")
+    done: bool = Field(..., description="Every call of the batch is final (or expired).")
+    counts: dict[str, int] = Field(
+        ..., description="Calls by status, plus `expired`: finished calls removed by "
+        "retention (RETENTION_SECONDS).",
+    )  # fmt: skip
+
+    @classmethod
+    def of(cls, c: BatchCounts) -> BatchView:
+        return cls(batch_id=c.batch_id, total=c.total, done=c.done, counts=c.by_status)
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+
+
+def _parse(raw: bytes) -> tuple[str, list[BulkRow], list[RowRejection], int]:
+    """Runs in a thread: checking 10,000 rows takes a while."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        error = {"loc": ["body"], "msg": f"JSON decode error: {exc}", "type": "json_invalid"}
+        raise _Invalid([error]) from None
+    try:
+        envelope = BulkEnvelope.model_validate(data)
+    except ValidationError as exc:
+        raise _Invalid(clean_errors(exc.errors(), ("body",))) from None
+    batch_id = envelope.batch_id or uuid.uuid4().hex
+    good, bad = bulk_specs(envelope.calls, batch_id)
+    return batch_id, good, bad, len(envelope.calls)
+
+
+def _refusal(errors: list[dict[str, Any]]) -> ApiError:
+    if any(e["loc"] == ["body", "calls"] and e["type"] == "too_long" for e in errors):
+        msg = f"at most {MAX_BULK_CALLS} calls per request"
+        return ApiError(413, msg, ("body", "calls"), "too_many_calls")
+    return ApiError(422, "invalid batch", ("body",), "invalid", details=errors)
+
+
+def _conflict(row: BulkRow) -> RowRejection:
+    msg = f"call id {row.spec.call_id!r} was queued before with a different request"
+    if not row.custom_id:
+        msg += " (the id is derived from batch_id and the row's position: did rows move?)"
+    loc = ["custom_call_id"] if row.custom_id else []
+    return RowRejection(row.index, [{"loc": loc, "msg": msg, "type": "conflict"}])
+
+
+def _answer(
+    batch_id: str, total: int, good: list[BulkRow], results: list[EnqueueResult],
+    rejected: list[RowRejection],
+) -> BulkQueued:  # fmt: skip
+    call_ids: list[str | None] = [None] * total
+    created = duplicates = 0
+    for row, result in zip(good, results, strict=True):
+        if result.state == EnqueueState.CONFLICT:
+            rejected.append(_conflict(row))
+            continue
+        call_ids[row.index] = result.call_id
+        created += result.state == EnqueueState.CREATED
+        duplicates += result.state == EnqueueState.EXISTS
+    rejected.sort(key=lambda r: r.index)
+    return BulkQueued(
+        batch_id=batch_id,
+        total=total,
+        queued=created,
+        duplicates=duplicates,
+        rejected_count=len(rejected),
+        call_ids=call_ids,
+        rejected=[
+            BulkRejection(index=r.index, errors=[ErrorDetail(**e) for e in r.errors])
+            for r in rejected
+        ],
+    )
+
+
+@router.post(
+    "/api/calls/bulk-queue",
+    status_code=status.HTTP_201_CREATED,
+    summary="Queue many calls",
+    openapi_extra=BULK_BODY_DOC,
+    responses={
+        200: {"model": BulkQueued, "description": "Nothing new queued: every valid row was "
+              "queued before (a replay)."},
+        413: error_doc(f"Body over 16 MB, or more than {MAX_BULK_CALLS} calls."),
+        422: error_doc("The body is not a batch, or no row is valid (paths name each row)."),
+    },
+)  # fmt: skip
+async def bulk_queue(request: Request, queue: QueueDep, response: Response) -> BulkQueued:
+    """Queues up to 10,000 calls. Each row is checked on its own: valid rows are queued even
+    when others are refused; `call_ids` lists the id of each row in input order (null when
+    refused) and `rejected` says what is wrong with each refused row. Posting the same batch
+    again queues nothing twice."""
+    try:
+        batch_id, good, bad, total = await asyncio.to_thread(_parse, await request.body())
+    except _Invalid as exc:
+        raise _refusal(exc.errors) from None
+    results = await queue.enqueue_many([row.spec for row in good], batch_id=batch_id)
+    answer = _answer(batch_id, total, good, results, list(bad))
+    if not answer.queued and not answer.duplicates:
+        errors = [
+            {**e.model_dump(), "loc": ["body", "calls", r.index, *e.loc]}
+            for r in answer.rejected
+            for e in r.errors
+        ]
+        raise _refusal(errors)
+    if not answer.queued:
+        response.status_code = status.HTTP_200_OK
+    return answer
+
+
+@router.get(
+    "/api/batches/{batch_id}",
+    summary="Batch progress",
+    responses={404: error_doc("No batch has this id.")},
+)
+async def batch_status(
+    queue: QueueDep,
+    batch_id: Annotated[
+        str, Path(description="The batch_id given at bulk-queue.", examples=["campaign-batch-123"])
+    ],
+) -> BatchView:
+    """How many calls of a batch are in each status; calls removed by retention count as
+    `expired`."""
+    counts = await batch_counts(queue, batch_id)
+    if counts is None:
+        raise ApiError(404, f"no batch with id {batch_id!r}", ("path", "batch_id"), "not_found")
+    return BatchView.of(counts)

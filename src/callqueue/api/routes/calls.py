@@ -1,0 +1,138 @@
+"""/api/calls: queue one call, read it, cancel it, list live calls."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response, status
+
+from callqueue.api.deps import QueueDep, SettingsDep
+from callqueue.api.errors import ApiError, error_doc
+from callqueue.api.schemas import SEED_CALL, QueueCallRequest
+from callqueue.api.specs import single_spec
+from callqueue.api.views import (
+    ActiveCallsView,
+    ActiveCallView,
+    CallView,
+    CancelView,
+    QueuedCall,
+    at_or_none,
+)
+from callqueue.engine.queue import CallQueue
+from callqueue.engine.reads import live_calls
+from callqueue.models import CallStatus, EnqueueState
+
+router = APIRouter(prefix="/api/calls", tags=["calls"])
+
+CallId = Annotated[str, Path(description="The call's id.", examples=["call-456"])]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: error_doc("No call has this id (or it expired by retention).")
+}
+
+
+@router.post(
+    "/queue",
+    status_code=status.HTTP_201_CREATED,
+    summary="Queue a call",
+    responses={
+        200: {
+            "model": QueuedCall,
+            "description": "Replay: this call id was queued before with "
+            "the same body; nothing queued twice.",
+        },
+        409: error_doc("This custom_call_id is taken by a different request."),
+        413: error_doc("Body over 64 KB."),
+    },
+)
+async def queue_call(
+    queue: QueueDep,
+    response: Response,
+    body: Annotated[QueueCallRequest, Body(openapi_examples={"seed": {"value": SEED_CALL}})],
+) -> QueuedCall:
+    """Queues one outbound call. It is dialed by priority, within the global dial rate and
+    live-call cap, at or after `scheduled_at`, with up to `max_retries` further attempts."""
+    spec = single_spec(body)
+    result = await queue.enqueue(spec)
+    if result.state == EnqueueState.CONFLICT:
+        raise ApiError(
+            409,
+            f"call id {spec.call_id!r} is already used by a different request",
+            ("body", "custom_call_id"),
+            "conflict",
+        )
+    if result.state == EnqueueState.EXISTS:
+        response.status_code = status.HTTP_200_OK
+    return QueuedCall(
+        call_id=result.call_id,
+        status=result.status,
+        priority=spec.priority,
+        scheduled_at=at_or_none(spec.scheduled_at_ms),
+        phone_number=spec.phone_number,
+        created=result.state == EnqueueState.CREATED,
+    )
+
+
+@router.get("/active", summary="Live calls")
+async def active_calls(queue: QueueDep, settings: SettingsDep) -> ActiveCallsView:
+    """Calls dialing, ringing or in progress now, oldest first, with how long each has been
+    live."""
+    now_ms, calls = await live_calls(queue)
+    return ActiveCallsView(
+        count=len(calls),
+        max_concurrent_calls=settings.max_concurrent_calls,
+        calls=[ActiveCallView.of(now_ms, c) for c in calls],
+    )
+
+
+async def _call(queue: CallQueue, call_id: str) -> CallView:
+    record = await queue.get(call_id)
+    if record is None:
+        raise ApiError(404, f"no call with id {call_id!r}", ("path", "call_id"), "not_found")
+    return CallView.of(record)
+
+
+@router.get("/{call_id}/status", summary="Call status", responses=NOT_FOUND)
+async def call_status(queue: QueueDep, call_id: CallId) -> CallView:
+    """Status, attempts (outcome, carrier call id, times, durations, hangup cause), history and
+    the next attempt's due time of one call."""
+    return await _call(queue, call_id)
+
+
+@router.get("/{call_id}", summary="Call details", responses=NOT_FOUND)
+async def call_details(queue: QueueDep, call_id: CallId) -> CallView:
+    """The same as `/status`; the voice bot reads `call_config.variables` from here."""
+    return await _call(queue, call_id)
+
+
+@router.delete(
+    "/{call_id}",
+    summary="Cancel a call",
+    responses={
+        202: {
+            "model": CancelView,
+            "description": "The call is live: the carrier is asked to "
+            "hang up; it ends as cancelled and is never retried.",
+        },
+        409: error_doc("The call is already completed, failed or cancelled."),
+        **NOT_FOUND,
+    },
+)
+async def cancel_call(queue: QueueDep, call_id: CallId, response: Response) -> CancelView:
+    """Cancels a scheduled or queued call at once (200); hangs up a live one (202)."""
+    result = await queue.cancel(call_id)
+    if result.code == "not_found":
+        raise ApiError(404, f"no call with id {call_id!r}", ("path", "call_id"), "not_found")
+    if result.code == "final":
+        final = result.status.value if result.status else "final"
+        raise ApiError(
+            409, f"call {call_id!r} is already {final}", ("path", "call_id"), "already_final"
+        )
+    live = result.code == "hangup"
+    if live:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return CancelView(
+        call_id=call_id,
+        status=result.status or CallStatus.CANCELLED,
+        cancelled=not live,
+        hangup_requested=live,
+    )

@@ -1,0 +1,97 @@
+"""Validated requests -> the engine's CallSpec: call ids and the request fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from callqueue.api.errors import clean_errors
+from callqueue.api.schemas import QueueCallRequest
+from callqueue.models import CallSpec
+
+#: Namespace of the ids given to bulk rows without custom_call_id (uuid5 of batch id + index).
+BATCH_ROW_NAMESPACE = uuid.UUID("6f1c0c4e-3b7a-4f7e-9d1e-6a1f5b0c2d41")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def canonical(request: QueueCallRequest) -> dict[str, Any]:
+    """The request in normal form: E.164 number, defaults filled, absent == null, times as epoch
+    ms. Two requests that mean the same call have the same normal form."""
+    scheduled = request.scheduled_at
+    config = request.call_config.model_dump(mode="json", exclude_none=True)
+    if not config.get("variables", True):
+        del config["variables"]  # {} and absent mean the same
+    return {
+        "phone_number": request.phone_number,
+        "campaign_id": request.campaign_id,
+        "call_config": config,
+        "scheduled_at_ms": (scheduled - EPOCH) // MILLISECOND if scheduled else None,
+        "priority": request.priority.value,
+        "max_retries": request.max_retries,
+    }
+
+
+def body_hash(normal: dict[str, Any]) -> str:
+    """SHA-256 of a canonical request (the call id itself aside)."""
+    return hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def batch_row_id(batch_id: str, index: int) -> str:
+    """The id of row ``index`` of a batch when it has no custom_call_id: the same on a replay."""
+    return uuid.uuid5(BATCH_ROW_NAMESPACE, f"{batch_id}/{index}").hex
+
+
+def to_spec(request: QueueCallRequest, call_id: str, batch_id: str | None = None) -> CallSpec:
+    normal = canonical(request)
+    return CallSpec(
+        call_id=call_id,
+        phone_number=request.phone_number,
+        campaign_id=request.campaign_id,
+        config=normal["call_config"],
+        priority=request.priority,
+        max_retries=request.max_retries,
+        scheduled_at_ms=normal["scheduled_at_ms"],
+        batch_id=batch_id,
+        body_hash=body_hash(normal),
+    )
+
+
+def single_spec(request: QueueCallRequest) -> CallSpec:
+    return to_spec(request, request.custom_call_id or uuid.uuid4().hex)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRow:
+    index: int
+    spec: CallSpec
+    custom_id: bool  # the id came from custom_call_id (not derived from the batch)
+
+
+@dataclass(frozen=True, slots=True)
+class RowRejection:
+    index: int
+    errors: list[dict[str, Any]]
+
+
+def bulk_specs(rows: list[Any], batch_id: str) -> tuple[list[BulkRow], list[RowRejection]]:
+    """Validates every row on its own: the good ones as specs, and the bad ones."""
+    good: list[BulkRow] = []
+    bad: list[RowRejection] = []
+    for index, row in enumerate(rows):
+        try:
+            request = QueueCallRequest.model_validate(row)
+        except ValidationError as exc:
+            bad.append(RowRejection(index, clean_errors(exc.errors())))
+            continue
+        call_id = request.custom_call_id or batch_row_id(batch_id, index)
+        good.append(
+            BulkRow(index, to_spec(request, call_id, batch_id), request.custom_call_id is not None)
+        )
+    return good, bad

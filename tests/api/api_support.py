@@ -1,0 +1,70 @@
+"""Shared constants and helpers of the API tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from callqueue.api import create_app
+from callqueue.config import Settings
+from callqueue.engine.reads import queue_snapshot
+from callqueue.runtime import Runtime, open_runtime
+
+SettingsFactory = Callable[..., Settings]
+
+
+@asynccontextmanager
+async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app``, between its start-up and its shutdown."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """A client of an app on its own runtime (for settings other than the defaults)."""
+    rt = await open_runtime(settings)
+    try:
+        async with started(create_app(runtime=rt)) as client:
+            yield client, rt
+    finally:
+        await rt.aclose()
+
+
+SEED_CALL: dict[str, Any] = {
+    "phone_number": "+919123456789",
+    "campaign_id": "campaign-123",
+    "call_config": {
+        "voice": "en-US",
+        "max_duration": 1800,
+        "recording_enabled": True,
+        "flow_name": "wishfin-test",
+        "answer_url": "https://your-domain.com/outbound-answer",
+        "variables": {"name": "John Doe", "email": "john@example.com"},
+    },
+    "custom_call_id": "call-456",
+    "scheduled_at": "2025-01-15T14:30:00Z",
+    "priority": "normal",
+    "max_retries": 3,
+}
+
+
+def seed_call(**changes: Any) -> dict[str, Any]:
+    body = {**SEED_CALL, "call_config": dict(SEED_CALL["call_config"])}
+    body.update(changes)
+    return body
+
+
+async def nothing_queued(runtime: Runtime) -> None:
+    """No call was created: the enqueue counter (bumped by every creation) is untouched, the
+    queues are empty, and the seed's call id is free."""
+    snap = await queue_snapshot(runtime.queue)
+    assert snap.enqueued == 0
+    assert snap.queued == snap.scheduled == 0
+    assert not await runtime.client.exists(runtime.queue.keys.call(SEED_CALL["custom_call_id"]))
