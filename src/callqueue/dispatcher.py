@@ -15,9 +15,11 @@ import logging
 import os
 import socket
 import uuid
+from typing import Protocol
 
 from callqueue.carriers.base import Carrier, DialKind, DialRequest
 from callqueue.engine.event_writer import EventWriter
+from callqueue.engine.options import HEARTBEAT_S, WORKER_TTL_S
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.waker import Waker
 from callqueue.models import ClaimBlock, ClaimedCall, Outcome
@@ -26,6 +28,12 @@ log = logging.getLogger(__name__)
 
 CARRIER_RETRY_S = 30.0  # after the carrier refused our credentials, try again this much later
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
+
+
+class Watch(Protocol):
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def new_worker_id() -> str:
@@ -41,7 +49,7 @@ class Dispatcher:
         *,
         concurrency: int = 10,
         worker_id: str | None = None,
-        heartbeat_s: float = 2.0,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency (QUEUE_WORKERS) must be at least 1")
@@ -60,15 +68,22 @@ class Dispatcher:
         self._blocked: dict[str, str] = {}
         self._reported: set[str] = set()
         self._unblocked = asyncio.Event()
+        self._watches: list[Watch] = []
         self._tasks: list[asyncio.Task[None]] = []
         limit, _ = queue.options.rate_window()
         self._margin_s = queue.options.rate_margin_ms / 1000 if limit else None
         self.dialed = 0
         self.released_late = 0
 
+    def add_watch(self, watch: Watch) -> None:
+        """Something that may pause dispatch (the agent server's health), run with it."""
+        self._watches.append(watch)
+
     async def start(self) -> None:
         self.writer.start()
         await self.waker.start()
+        for watch in self._watches:
+            await watch.start()
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="claim-loop"),
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),
@@ -104,8 +119,12 @@ class Dispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for watch in self._watches:
+            await watch.aclose()
         await self.waker.aclose()
         await self.writer.aclose(0.5)
+        with contextlib.suppress(Exception):  # no longer counted as alive
+            await self.queue.reap(self.worker_id, leaving=True)
 
     # -- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -256,7 +275,7 @@ class Dispatcher:
         while True:
             delay = self.heartbeat_s
             try:
-                result = await self.queue.reap(self.worker_id, worker_ttl_s=self.heartbeat_s * 5)
+                result = await self.queue.reap(self.worker_id, worker_ttl_s=WORKER_TTL_S)
                 if result.lost_attempts:
                     log.warning(
                         "%d attempts outlived their longest life: ended as lost",

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from engine_support import MakeQueue
 
 from callqueue.engine.connection import connect
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
-from callqueue.models import CallSpec, Priority
-
-MakeQueue = Callable[..., CallQueue]
 
 
 @pytest.fixture
@@ -30,14 +28,3 @@ def make_queue(client: Any, unique_name: str) -> MakeQueue:
         return CallQueue(client, unique_name, QueueOptions(**options))
 
     return make
-
-
-def spec(call_id: str, priority: Priority = Priority.NORMAL, **kw: Any) -> CallSpec:
-    return CallSpec(
-        call_id=call_id,
-        phone_number="+919123456789",
-        campaign_id="campaign-123",
-        config={"flow_name": "wishfin-test"},
-        priority=priority,
-        **kw,
-    )

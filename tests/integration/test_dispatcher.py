@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from engine_support import MakeQueue, spec
 from procs import attempts_by_call, wait_for
 
 from callqueue.carriers.simulator import SimProfile, SimulatedCarrier, read_ledger
@@ -15,7 +16,6 @@ from callqueue.dispatcher import Dispatcher
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallStatus, Outcome, RetryPolicy
-from conftest import MakeQueue, spec
 
 FAST = RetryPolicy(base_delay_s=0.02, max_delay_s=0.05)
 
@@ -171,3 +171,18 @@ async def test_graceful_stop_finishes_dials_in_flight(
     assert counts[CallStatus.QUEUED] == remaining  # untouched calls simply wait
     assert counts[CallStatus.COMPLETED] + remaining == 50
     await asyncio.sleep(0)
+
+
+async def test_a_stopped_worker_no_longer_counts_as_alive(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
+    q = make_queue()
+    d = make(q, tmp_path / "ledger")
+    await d.start()
+
+    async def beating() -> bool:
+        return await q.client.zscore(q.keys.workers, d.worker_id) is not None
+
+    await wait_for(beating, 5, "the worker's first heartbeat")
+    await d.stop()
+    assert await q.client.zscore(q.keys.workers, d.worker_id) is None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from engine_support import MakeQueue, spec
+
 from callqueue.models import CallStatus, ClaimBlock, EnqueueState, Priority
-from conftest import MakeQueue, spec
 
 
 async def test_priority_order_then_fifo(make_queue: MakeQueue) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from engine_support import MakeQueue, spec
 from procs import wait_for
 
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.scripts import ScriptError
 from callqueue.models import CallStatus, CarrierEvent, ClaimedCall, Outcome, RetryPolicy
-from conftest import MakeQueue, spec
 
 FAST_RETRY = RetryPolicy(base_delay_s=0.05, factor=2, max_delay_s=0.2, jitter=0.1)
 
@@ -258,7 +258,7 @@ async def test_machine_detection_ends_the_attempt_as_machine(make_queue: MakeQue
     assert record is not None and record.attempts[0].outcome == Outcome.MACHINE
 
 
-async def test_throttled_attempt_is_given_back_and_the_rate_backs_off(
+async def test_throttled_attempt_is_free_and_the_rate_backs_off(
     make_queue: MakeQueue,
 ) -> None:
     q = make_queue(rate_per_second=8, rate_margin_ms=0, rate_backoff_s=5, retry=FAST_RETRY)
@@ -267,7 +267,8 @@ async def test_throttled_attempt_is_given_back_and_the_rate_backs_off(
     result = await q.ended(call.call_id, 1, EndFacts(Outcome.THROTTLED, hangup_cause="5030"))
     assert result.status == CallStatus.SCHEDULED
     record = await q.get(call.call_id)
-    assert record is not None and record.attempts == [] and record.next_attempt_ms is not None
+    assert record is not None and record.next_attempt_ms is not None
+    assert [a.outcome for a in record.attempts] == [Outcome.THROTTLED]
     # Half the limit (8 -> 4) for the next while; one grant is already in the window.
     burst = await q.claim(20)
     assert len(burst.calls) == 3
@@ -291,3 +292,17 @@ async def test_an_unsent_release_gives_the_rate_token_back(make_queue: MakeQueue
     await q.release(first, "stalled before dialing", unsent=True)
     again = await q.claim(5)
     assert [c.call_id for c in again.calls] == ["c0"]
+
+
+async def test_a_throttled_attempt_costs_no_retry_and_its_number_is_never_reused(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue(rate_backoff_s=0.01, retry=FAST_RETRY)
+    await q.enqueue(spec("c1", max_retries=0))
+    await claim_one(q)
+    await q.ended("c1", 1, EndFacts(Outcome.THROTTLED, hangup_cause="5030"))
+    second = await claim_when_due(q)
+    assert second.attempt == 2  # a late callback for attempt 1 cannot touch this one
+    assert (await q.ended("c1", 1, EndFacts(Outcome.THROTTLED))).code == "stale"
+    done = await q.ended("c1", 2, EndFacts(Outcome.BUSY))
+    assert done.status == CallStatus.FAILED  # max_retries=0: one real attempt, no more

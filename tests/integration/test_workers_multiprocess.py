@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_support import spec
 from procs import (
     check_no_double_dial,
     dials,
@@ -26,7 +27,6 @@ from callqueue.engine.connection import connect
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallStatus, RetryPolicy
-from conftest import spec
 
 # The carrier ends a call at most RING_TIMEOUT 1 + DEFAULT_MAX_DURATION 1 after it got it.
 CARRIER_LIFE_S = 2.0

@@ -3,6 +3,7 @@ stored once per call, and a queue holds millions of calls."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -118,4 +119,36 @@ def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
         next_attempt_ms=_int(f.get("due")),
         outcome=Outcome(outcome) if outcome else None,
         cancel_requested=_text(f.get("cx")) == "1",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The queue's running totals (the ``stats`` hash), by meaning rather than field name."""
+
+    enqueued: int
+    dialed: int
+    released: int  # dials handed back unused (carrier refused, or never sent)
+    lapsed_leases: int
+    final_by_status: dict[CallStatus, int]
+    outcomes: dict[Outcome, int]
+    talk_time_s: float  # summed over completed attempts
+    talked: int  # completed attempts with a duration
+
+
+def decode_counters(raw: dict[Any, Any]) -> Counters:
+    stats = {_text(k) or "": _text(v) or "" for k, v in raw.items()}
+
+    def count(name: str) -> int:
+        return _int(stats.get(name)) or 0
+
+    return Counters(
+        enqueued=count("enqueued"),
+        dialed=count("dialed"),
+        released=count("released"),
+        lapsed_leases=count("lapsed_leases"),
+        final_by_status={s: count(f"final:{s.value}") for s in CallStatus if s.is_terminal},
+        outcomes={o: count(f"o:{o.value}") for o in Outcome},
+        talk_time_s=count("dur_ms") / 1000,
+        talked=count("dur_n"),
     )

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from callqueue.models import RetryPolicy
 
+HEARTBEAT_S = 2.0  # how often a worker says it is alive (with its reaper pass)
+WORKER_TTL_S = 5 * HEARTBEAT_S  # a worker silent this long no longer counts as alive
+
 
 @dataclass(frozen=True, slots=True)
 class QueueOptions:

@@ -12,7 +12,7 @@ from typing import Any
 
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec
 from callqueue.engine.keys import QueueKeys
-from callqueue.engine.options import QueueOptions
+from callqueue.engine.options import WORKER_TTL_S, QueueOptions
 from callqueue.engine.scripts import Script, ScriptArg, run_pipeline, scripts
 from callqueue.models import (
     CallRecord,
@@ -368,8 +368,15 @@ class CallQueue:
         )
 
     async def reap(
-        self, worker_id: str = "", worker_ttl_s: float = 15.0, limit: int = 500
+        self,
+        worker_id: str = "",
+        worker_ttl_s: float = WORKER_TTL_S,
+        limit: int = 500,
+        *,
+        leaving: bool = False,
     ) -> ReapResult:
+        """Recovers lapsed leases and lost attempts, trims indexes, and renews (or, when
+        ``leaving``, removes) this worker's heartbeat."""
         k = self.keys
         reply = await self._scripts.reap(
             self.client,
@@ -385,7 +392,14 @@ class CallQueue:
                 k.dials_per_second,
                 k.call_prefix,
             ],
-            [limit, worker_id, int(worker_ttl_s * 1000), k.wake_channel, *self._policy_args()],
+            [
+                limit,
+                worker_id,
+                int(worker_ttl_s * 1000),
+                k.wake_channel,
+                *self._policy_args(),
+                "1" if leaving else "0",
+            ],
         )
         expiry = int(reply[2])
         return ReapResult(
@@ -422,7 +436,7 @@ class CallQueue:
         return decode_record(call_id, fields) if fields else None
 
     async def is_paused(self) -> bool:
-        return bool(await self.client.hget(self.keys.control, "paused") == b"1")
+        return _s(await self.client.hget(self.keys.control, "paused") or "") == "1"
 
     async def live_ids(self) -> list[tuple[str, float]]:
         """Calls holding a live-call slot, with the end of their longest life (ms)."""

@@ -14,15 +14,15 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from callqueue.engine.codec import decode_record
+from callqueue.engine.codec import decode_counters, decode_record
+from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
 #: Score band of one priority level in the ready ZSET (score = rank * 2**40 + arrival seq).
 PRIORITY_BAND = 2**40
-#: A worker counts as alive when its last heartbeat is at most this old (the dispatcher beats
-#: every 2 s and the reaper forgets workers silent for 5 beats).
-WORKER_TTL_MS = 10_000
+#: A worker counts as alive when its last heartbeat is at most this old.
+WORKER_TTL_MS = int(WORKER_TTL_S * 1000)
 #: Commands per pipeline when reading many calls.
 CHUNK = 2000
 
@@ -184,7 +184,7 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
         workers,
         *by_priority,
     ) = await pipe.execute()
-    stats = {_text(key): _text(value) for key, value in stats_raw.items()}
+    counters = decode_counters(stats_raw)
     dps = {_int(sec): _int(n) for sec, n in dps_raw.items()}
     live_ids = [_text(member) for member, score in live if score > now]
     if queue.options.rate_per_second > 0:
@@ -199,28 +199,18 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
         queued_by_priority={p: int(n) for p, n in zip(Priority, by_priority, strict=True)},
         live_slots=len(live_ids),
         live_by_status=await _live_statuses(queue, live_ids),
-        final_by_status={
-            s: _int(stats.get(f"final:{s.value}")) for s in CallStatus if s.is_terminal
-        },
-        outcomes={o: _int(stats.get(f"o:{o.value}")) for o in Outcome},
-        enqueued=_int(stats.get("enqueued")),
-        dialed=_int(stats.get("dialed")),
-        released=_int(stats.get("released")),
-        lapsed_leases=_int(stats.get("lapsed_leases")),
+        final_by_status=counters.final_by_status,
+        outcomes=counters.outcomes,
+        enqueued=counters.enqueued,
+        dialed=counters.dialed,
+        released=counters.released,
+        lapsed_leases=counters.lapsed_leases,
         dials_last_second=last_second,
         dials_by_second=dps,
-        duration_sum_s=_duration_sum_s(stats),
-        duration_count=_int(stats.get("dur_n")),
+        duration_sum_s=counters.talk_time_s,
+        duration_count=counters.talked,
         workers=sorted(_text(w) for w, beat in workers if beat > now - worker_ttl_ms),
     )
-
-
-def _duration_sum_s(stats: dict[str, str]) -> float:
-    """Talk time of completed attempts: ``dur_ms`` (integer ms), or ``dur_sum`` (float seconds)
-    as older versions of the engine wrote it."""
-    if stats.get("dur_ms"):
-        return _int(stats["dur_ms"]) / 1000
-    return float(stats.get("dur_sum") or 0.0)
 
 
 async def call_states(queue: CallQueue, call_ids: Iterable[str]) -> dict[str, CallState | None]:

@@ -114,20 +114,6 @@ end
 
 -- Ends attempt `n` of a live call with `outcome`, gives back its live-call slot, then
 -- completes the call, schedules its next attempt with backoff, or fails it for good.
--- An attempt the carrier refused after taking the request ("throttled": its concurrency limit)
--- never reached anyone: it is given back unused and the call waits `delay` ms.
-local function give_back(K, key, id, n, st, at, note, delay, P, h, hn)
-  redis.call('HSET', key, 'a', n - 1)
-  redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
-  redis.call('HINCRBY', K.stats, 'released', 1)
-  local err = move_with(key, st, 'scheduled', at, note, P.hist_limit, h, hn, 'due', at + delay,
-    'ph', 3)
-  if err then return err end
-  redis.call('ZADD', K.sched, at + delay, id)
-  redis.call('PUBLISH', K.channel, 'd')
-  return 'scheduled'
-end
-
 -- K: {live, leases, sched, finished, dead, stats, ready, channel, ctl}
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
@@ -135,12 +121,8 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
   local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach')
-  if outcome == 'throttled' and f[6] ~= '1' then
-    throttle(K.ctl, at, P.backoff_ms)
-    return give_back(K, key, id, n, f[5], at, 'carrier refused the call (' .. (facts.hc or '') ..
-      '); no attempt used', math.floor(1000 + 1000 * rand), P, f[8], f[9])
-  end
+    'mach', 'fr')
+  local throttled = outcome == 'throttled' and f[6] ~= '1'
   if outcome == 'completed' and f[10] == '1' then outcome = 'machine' end
   local cid = (facts.cid and facts.cid ~= '') and facts.cid or (f[3] or nil)
   local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = cid, o = outcome}
@@ -156,12 +138,28 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     redis.call('HINCRBY', K.stats, 'dur_n', 1)
   end
   local st = f[5]
+  if throttled then
+    -- The carrier refused the call after taking the request (its concurrency limit): nobody
+    -- was called, so the attempt does not count against max_retries ('fr': free attempts).
+    -- Its number is not reused: a late callback of it must never touch the next attempt.
+    throttle(K.ctl, at, P.backoff_ms)
+    redis.call('HINCRBY', key, 'fr', 1)
+    local due = at + math.floor(1000 + 1000 * rand)
+    local err = move_with(key, st, 'scheduled', at, 'carrier refused the call (' ..
+      (facts.hc or '') .. '); it does not count as an attempt', P.hist_limit, f[8], f[9],
+      'due', due, 'atts', atts, 'ph', 3)
+    if err then return err end
+    redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
+    redis.call('ZADD', K.sched, due, id)
+    redis.call('PUBLISH', K.channel, 'd')
+    return 'scheduled'
+  end
   local final
   if f[6] == '1' and outcome ~= 'completed' then
     final = 'cancelled'
   elseif outcome == 'completed' then
     final = 'completed'
-  elseif P.retry_on[outcome] and n <= tonumber(f[7]) then
+  elseif P.retry_on[outcome] and n - tonumber(f[11] or '0') <= tonumber(f[7]) then
     local delay = math.min(P.cap_ms, P.base_ms * (P.factor ^ (n - 1)))
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
     local due = at + delay

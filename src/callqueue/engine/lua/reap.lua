@@ -7,7 +7,8 @@
 -- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
 -- KEYS[7] ready  KEYS[8] workers  KEYS[9] dials-per-second  KEYS[10] call key prefix
 -- ARGV[1] limit per kind  ARGV[2] worker id ('' none)  ARGV[3] worker ttl ms  ARGV[4] wake channel
--- ARGV[5..13] settle policy (see parse_policy)
+-- ARGV[5..14] settle policy (see parse_policy)  ARGV[15] leaving (0/1): the worker stops, so
+--   its heartbeat is removed instead of renewed
 -- Returns: {lapsed leases, lost attempts, next expiry ms (-1 none), now}
 local K = {live = KEYS[1], leases = KEYS[2], sched = KEYS[3], finished = KEYS[4], dead = KEYS[5],
   stats = KEYS[6], ready = KEYS[7], channel = ARGV[4]}
@@ -48,7 +49,11 @@ if P.retention_ms > 0 then
   redis.call('ZREMRANGEBYSCORE', K.finished, '-inf', now - P.retention_ms)
   redis.call('ZREMRANGEBYSCORE', K.dead, '-inf', now - P.retention_ms)
 end
-if worker ~= '' then redis.call('ZADD', workers, now, worker) end
+if worker ~= '' and ARGV[15] == '1' then
+  redis.call('ZREM', workers, worker)
+elseif worker ~= '' then
+  redis.call('ZADD', workers, now, worker)
+end
 redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - worker_ttl)
 local oldest = math.floor(now / 1000) - 60
 local fields = redis.call('HKEYS', dps)
