@@ -54,10 +54,13 @@ class Settings(BaseSettings):
     queue_name: str = Field("default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     data_dir: Path = Path(".callqueue")
     carrier: Literal["auto", "simulator", "plivo", "twilio"] = "auto"
+    agent_check: Literal["auto", "on", "off"] = "auto"
+    agent_check_interval: float = Field(5, gt=0, le=300)
     plivo_api_url: str = "https://api.plivo.com"
     public_url: str | None = None
     api_keys: str = ""
     rate_limit_margin_ms: int = Field(15, ge=0, le=1000)
+    rate_backoff_seconds: float = Field(10, gt=0, le=3600)
     ring_timeout: int = Field(60, ge=1, le=600)
     default_max_duration: int = Field(1800, ge=1, le=14_400)
     call_grace_seconds: int = Field(60, ge=0, le=3600)
@@ -117,6 +120,7 @@ class Settings(BaseSettings):
             max_live_calls=self.max_concurrent_calls,
             rate_per_second=self.rate_limit_per_second,
             rate_margin_ms=self.rate_limit_margin_ms,
+            rate_backoff_s=self.rate_backoff_seconds,
             ring_timeout_s=self.ring_timeout,
             default_max_duration_s=self.default_max_duration,
             grace_s=self.call_grace_seconds,

@@ -10,7 +10,9 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from callqueue.agent_watch import AgentWatch
 from callqueue.carriers.base import Carrier, EventReporter
+from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig
 from callqueue.carriers.simulator import SimulatedCarrier
 from callqueue.config import ConfigError, Settings
 from callqueue.dispatcher import Dispatcher
@@ -70,14 +72,59 @@ def make_carrier(settings: Settings, reporter: EventReporter) -> Carrier:
     name = settings.carrier_name
     if name == "simulator":
         return SimulatedCarrier(reporter, settings.sim_profile(), settings.sim_ledger)
+    if name == "plivo":
+        return PlivoCarrier(plivo_config(settings))
     raise ConfigError(f"CARRIER: {name!r} is not available in this version yet")
+
+
+def plivo_config(settings: Settings) -> PlivoConfig:
+    needed = {
+        "PLIVO_AUTH_ID": settings.plivo_auth_id,
+        "PLIVO_AUTH_TOKEN": settings.plivo_auth_token,
+        "PLIVO_NUMBER": settings.plivo_number,
+        "PUBLIC_URL": settings.public_url,
+    }
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: required with CARRIER=plivo (credentials, the caller id, "
+            "and the public base URL where Plivo reaches /api/webhooks/plivo/...)"
+        )
+    return PlivoConfig(
+        auth_id=settings.plivo_auth_id or "",
+        auth_token=settings.plivo_auth_token or "",
+        number=settings.plivo_number or "",
+        public_url=settings.public_url or "",
+        api_url=settings.plivo_api_url,
+        agent_server_url=settings.agent_server_url,
+        # A dial request must end within the dial lease, or the slot's lease would not cover it.
+        timeout_s=min(10.0, settings.dial_lease_seconds * 0.8),
+    )
 
 
 def make_dispatcher(runtime: Runtime) -> Dispatcher:
     writer = EventWriter(runtime.queue)
     carrier = make_carrier(runtime.settings, writer)
     runtime._closers.append(carrier.aclose)
-    return Dispatcher(runtime.queue, carrier, writer, concurrency=runtime.settings.queue_workers)
+    dispatcher = Dispatcher(
+        runtime.queue, carrier, writer, concurrency=runtime.settings.queue_workers
+    )
+    if agent_check_enabled(runtime.settings):
+        watch = AgentWatch(
+            runtime.settings.agent_server_url,
+            dispatcher,
+            interval_s=runtime.settings.agent_check_interval,
+        )
+        dispatcher.add_watch(watch)
+    return dispatcher
+
+
+def agent_check_enabled(settings: Settings) -> bool:
+    """Whether dispatch pauses while the agent server is down: on by default with a real
+    carrier (its calls go to the bot), off with the simulator (nothing to answer them)."""
+    if settings.agent_check == "auto":
+        return settings.carrier_name != "simulator"
+    return settings.agent_check == "on"
 
 
 def install_stop_signals(stop: Any) -> None:

@@ -10,7 +10,7 @@ from callqueue.engine.queue import EndFacts
 from callqueue.models import CarrierEvent, Outcome
 
 # Hangup cause codes that mean the number itself is wrong: retrying cannot help.
-INVALID_DESTINATION_CODES = frozenset({"2000", "2010", "3000"})
+INVALID_DESTINATION_CODES = frozenset({"2000"})
 CONCURRENCY_BREACH_CODES = frozenset({"5030", "1020"})
 
 

@@ -34,14 +34,21 @@ class HealthView(BaseModel):
     workers_alive: int | None = Field(
         None, description="Dispatchers with a recent heartbeat; null when Redis is down."
     )
+    dispatch_blocked: dict[str, str] = Field(
+        default_factory=dict,
+        description="What workers report stops them placing calls, by part (carrier: the "
+        "carrier refused our credentials; agent: the agent server is down), with the reason.",
+    )
 
 
-async def _redis(runtime: Runtime) -> tuple[str, ControlState | None]:
-    """("ok" or why Redis cannot be used, the switches and heartbeats)."""
+async def _redis(runtime: Runtime) -> tuple[str, ControlState | None, dict[str, str]]:
+    """("ok" or why Redis cannot be used, the switches and heartbeats, what blocks dispatch)."""
     try:
-        return "ok", await asyncio.wait_for(control_state(runtime.queue), REDIS_TIMEOUT_S)
+        async with asyncio.timeout(REDIS_TIMEOUT_S):
+            control = await control_state(runtime.queue)
+            return "ok", control, await runtime.queue.problems()
     except Exception as exc:
-        return f"unreachable: {type(exc).__name__}: {exc}", None
+        return f"unreachable: {type(exc).__name__}: {exc}", None, {}
 
 
 def _http_client(request: Request) -> httpx.AsyncClient:
@@ -76,7 +83,7 @@ async def health(request: Request, runtime: RuntimeDep, settings: SettingsDep) -
     `GET {AGENT_SERVER_URL}/health` with a 1 s timeout; an unreachable agent only fails the
     check when a real carrier places the calls (not with the simulator)."""
     http = _http_client(request)
-    (redis_state, control), agent = await asyncio.gather(
+    (redis_state, control, blocked), agent = await asyncio.gather(
         _redis(runtime), _agent(http, settings.agent_server_url)
     )
     carrier = settings.carrier_name
@@ -85,6 +92,8 @@ async def health(request: Request, runtime: RuntimeDep, settings: SettingsDep) -
         reason = f"Redis {redis_state}"
     elif agent != "ok" and carrier != "simulator":
         reason = f"agent server {settings.agent_server_url} {agent}"
+    elif "carrier" in blocked:
+        reason = f"carrier {carrier}: {blocked['carrier']}"
     view = HealthView(
         status="ok" if reason is None else "unavailable",
         reason=reason,
@@ -95,5 +104,6 @@ async def health(request: Request, runtime: RuntimeDep, settings: SettingsDep) -
         queue=runtime.queue.name,
         paused=control.paused if control else None,
         workers_alive=control.workers_alive if control else None,
+        dispatch_blocked=blocked,
     )
     return JSONResponse(view.model_dump(mode="json"), 200 if reason is None else 503)
