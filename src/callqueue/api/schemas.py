@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import phonenumbers
@@ -135,6 +135,19 @@ class CallConfig(BaseModel):
         description=f"Per-call values handed to the voice bot (at most {MAX_VARIABLES} keys, "
         f"{MAX_VARIABLES_BYTES} bytes as JSON).",
         examples=[{"name": "John Doe", "email": "john@example.com"}],
+    )
+    machine_detection: Literal["true", "hangup"] | None = Field(
+        None,
+        description="Answering-machine detection by the carrier: `true` reports it (the "
+        "attempt ends as `machine`), `hangup` also hangs up on a machine. Off when absent.",
+        examples=["hangup"],
+    )
+    caller_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        description="Caller name shown to the callee where the carrier and network allow it.",
+        examples=["Wishfin"],
     )
 
     @field_validator("answer_url")
