@@ -103,9 +103,11 @@ def connect(
         return redis.asyncio.cluster.RedisCluster.from_url(
             url, retry=retry, connection_class=CONNECTION_CLASSES[scheme], **options
         )
-    return redis.asyncio.Redis.from_url(
-        url, retry=retry, connection_class=CONNECTION_CLASSES[scheme], **options
-    )
+    client = redis.asyncio.Redis.from_url(url, retry=retry, **options)
+    # from_url lets the URL's scheme pick the connection class (unix, TLS); keep that choice's
+    # transport but pack commands with hiredis.
+    client.connection_pool.connection_class = CONNECTION_CLASSES[scheme]
+    return client
 
 
 def connect_sync(
