@@ -89,6 +89,7 @@ class CallQueue:
         self.options = options or QueueOptions()
         self._scripts = scripts()
         self._limit, self._window_ms = self.options.rate_window()
+        self._policy = self._static_policy()
 
     @property
     def name(self) -> str:
@@ -100,8 +101,13 @@ class CallQueue:
 
     # -- settle policy, passed to every script that may end an attempt ----------------------
     def _policy_args(self, rand: float | None = None) -> list[ScriptArg]:
+        """The settle policy block (see parse_policy in lua/_lib.lua); only ``rand`` varies."""
+        head, tail = self._policy
+        return [*head, random.random() if rand is None else rand, tail]
+
+    def _static_policy(self) -> tuple[list[ScriptArg], ScriptArg]:
         o, r = self.options, self.options.retry
-        return [
+        head: list[ScriptArg] = [
             o.retention_s * 1000,
             o.history_limit,
             o.max_live_calls,
@@ -110,9 +116,8 @@ class CallQueue:
             int(r.max_delay_s * 1000),
             r.jitter,
             ",".join(sorted(r.retry_on)) or "-",
-            random.random() if rand is None else rand,
-            int(o.rate_backoff_s * 1000),
         ]
+        return head, int(o.rate_backoff_s * 1000)
 
     # -- enqueue ----------------------------------------------------------------------------
     def _enqueue_call(
