@@ -306,3 +306,18 @@ async def test_a_throttled_attempt_costs_no_retry_and_its_number_is_never_reused
     assert (await q.ended("c1", 1, EndFacts(Outcome.THROTTLED))).code == "stale"
     done = await q.ended("c1", 2, EndFacts(Outcome.BUSY))
     assert done.status == CallStatus.FAILED  # max_retries=0: one real attempt, no more
+
+
+async def test_a_cancelled_call_ends_cancelled_even_when_it_was_answered(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue()
+    await q.enqueue(spec("c1"))
+    call = await claim_one(q)
+    await q.accepted(call, "uuid")
+    await q.event("c1", 1, CarrierEvent.ANSWERED)
+    assert (await q.cancel("c1")).code == "hangup"
+    ended = await q.ended("c1", 1, EndFacts(Outcome.COMPLETED, duration_s=12))
+    assert ended.status == CallStatus.CANCELLED
+    record = await q.get("c1")
+    assert record is not None and record.attempts[0].outcome == Outcome.COMPLETED  # as reported

@@ -155,7 +155,7 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     return 'scheduled'
   end
   local final
-  if f[6] == '1' and outcome ~= 'completed' then
+  if f[6] == '1' then  -- cancelled by request: hung up whatever the carrier reports
     final = 'cancelled'
   elseif outcome == 'completed' then
     final = 'completed'
