@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     agent_check: Literal["auto", "on", "off"] = "auto"
     agent_check_interval: float = Field(5, gt=0, le=300)
     plivo_api_url: str = "https://api.plivo.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_number: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
     public_url: str | None = None
     api_keys: str = ""
     rate_limit_margin_ms: int = Field(15, ge=0, le=1000)
@@ -109,7 +113,9 @@ class Settings(BaseSettings):
     def carrier_name(self) -> str:
         if self.carrier != "auto":
             return self.carrier
-        return "plivo" if self.plivo_auth_id else "simulator"
+        if self.plivo_auth_id:
+            return "plivo"
+        return "twilio" if self.twilio_account_sid else "simulator"
 
     @property
     def api_key_list(self) -> list[str]:

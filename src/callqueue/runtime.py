@@ -14,6 +14,7 @@ from callqueue.agent_watch import AgentWatch
 from callqueue.carriers.base import Carrier, EventReporter
 from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig
 from callqueue.carriers.simulator import SimulatedCarrier
+from callqueue.carriers.twilio import TwilioCarrier, TwilioConfig
 from callqueue.config import ConfigError, Settings
 from callqueue.dispatcher import Dispatcher
 from callqueue.embedded import EmbeddedServer, ensure_local_server
@@ -74,7 +75,18 @@ def make_carrier(settings: Settings, reporter: EventReporter) -> Carrier:
         return SimulatedCarrier(reporter, settings.sim_profile(), settings.sim_ledger)
     if name == "plivo":
         return PlivoCarrier(plivo_config(settings))
+    if name == "twilio":
+        return TwilioCarrier(twilio_config(settings))
     raise ConfigError(f"CARRIER: {name!r} is not available in this version yet")
+
+
+def _require(needed: dict[str, str | None], carrier: str, callbacks: str) -> None:
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: required with CARRIER={carrier} (credentials, the caller "
+            f"id, and the public base URL where the carrier reaches {callbacks})"
+        )
 
 
 def plivo_config(settings: Settings) -> PlivoConfig:
@@ -84,18 +96,33 @@ def plivo_config(settings: Settings) -> PlivoConfig:
         "PLIVO_NUMBER": settings.plivo_number,
         "PUBLIC_URL": settings.public_url,
     }
-    missing = [name for name, value in needed.items() if not value]
-    if missing:
-        raise ConfigError(
-            f"{', '.join(missing)}: required with CARRIER=plivo (credentials, the caller id, "
-            "and the public base URL where Plivo reaches /api/webhooks/plivo/...)"
-        )
+    _require(needed, "plivo", "/api/webhooks/plivo/...")
     return PlivoConfig(
         auth_id=settings.plivo_auth_id or "",
         auth_token=settings.plivo_auth_token or "",
         number=settings.plivo_number or "",
         public_url=settings.public_url or "",
         api_url=settings.plivo_api_url,
+        agent_server_url=settings.agent_server_url,
+        # A dial request must end within the dial lease, or the slot's lease would not cover it.
+        timeout_s=min(10.0, settings.dial_lease_seconds * 0.8),
+    )
+
+
+def twilio_config(settings: Settings) -> TwilioConfig:
+    needed = {
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+        "TWILIO_NUMBER": settings.twilio_number,
+        "PUBLIC_URL": settings.public_url,
+    }
+    _require(needed, "twilio", "/api/webhooks/twilio/status")
+    return TwilioConfig(
+        account_sid=settings.twilio_account_sid or "",
+        auth_token=settings.twilio_auth_token or "",
+        number=settings.twilio_number or "",
+        public_url=settings.public_url or "",
+        api_url=settings.twilio_api_url,
         agent_server_url=settings.agent_server_url,
         # A dial request must end within the dial lease, or the slot's lease would not cover it.
         timeout_s=min(10.0, settings.dial_lease_seconds * 0.8),

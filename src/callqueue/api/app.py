@@ -17,7 +17,7 @@ from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, require_api_key
 from callqueue.api.errors import ERRORS, install_error_handlers
 from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
-from callqueue.api.routes import batches, calls, health, queue, webhooks
+from callqueue.api.routes import batches, calls, health, queue, twilio_webhooks, webhooks
 from callqueue.api.schemas import BulkQueueRequest
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
@@ -98,5 +98,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(protected)
     app.include_router(health.router)  # public
     app.include_router(webhooks.router)  # public, but every callback's signature is checked
+    app.include_router(twilio_webhooks.router)
     _add_bulk_schema(app)
     return app

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 
 from callqueue.carriers.base import DialKind, DialRequest, DialResult
+from callqueue.carriers.urls import answer_url
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +47,6 @@ def plivo_digits(number: str) -> str:
 def webhook_url(public_url: str, kind: str, call_id: str, attempt: int) -> str:
     query = urlencode({"call_id": call_id, "attempt": attempt})
     return f"{public_url.rstrip('/')}/api/webhooks/plivo/{kind}?{query}"
-
-
-def answer_url(request: DialRequest, agent_server_url: str) -> str:
-    """The call's own answer URL, or the agent server's, with the call's identity added."""
-    base = request.config.get("answer_url") or f"{agent_server_url.rstrip('/')}/outbound-answer"
-    params = {"call_id": request.call_id, "attempt": request.attempt}
-    if request.campaign_id:
-        params["campaign_id"] = request.campaign_id
-    if request.config.get("flow_name"):
-        params["flow_name"] = request.config["flow_name"]
-    return f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"
 
 
 def _error_text(response: httpx.Response) -> str:
