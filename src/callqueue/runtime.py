@@ -106,6 +106,7 @@ def plivo_config(settings: Settings) -> PlivoConfig:
         agent_server_url=settings.agent_server_url,
         # A dial request must end within the dial lease, or the slot's lease would not cover it.
         timeout_s=min(10.0, settings.dial_lease_seconds * 0.8),
+        max_connections=settings.queue_workers + 4,
     )
 
 
@@ -126,6 +127,7 @@ def twilio_config(settings: Settings) -> TwilioConfig:
         agent_server_url=settings.agent_server_url,
         # A dial request must end within the dial lease, or the slot's lease would not cover it.
         timeout_s=min(10.0, settings.dial_lease_seconds * 0.8),
+        max_connections=settings.queue_workers + 4,
     )
 
 

@@ -53,6 +53,9 @@ class TwilioConfig:
     api_url: str = "https://api.twilio.com"
     agent_server_url: str = "http://localhost:8765"
     timeout_s: float = 10.0  # must stay below the dial lease
+    # Requests in flight at once (dials plus hang-ups). Kept near QUEUE_WORKERS: httpcore scans
+    # its whole pool on every request, so an oversized pool costs CPU on every dial.
+    max_connections: int = 20
 
 
 def e164(number: str) -> str:
@@ -102,7 +105,10 @@ class TwilioCarrier:
             base_url=config.api_url.rstrip("/"),
             auth=(config.account_sid, config.auth_token),
             timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
             headers={"User-Agent": "callqueue", "Accept": "application/json"},
         )
         self._account = f"/{API_VERSION}/Accounts/{config.account_sid}"
