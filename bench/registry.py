@@ -45,6 +45,9 @@ TARGETS: dict[str, Target] = {
     "concurrency_utilization": Target(">=", 0.90),
     "redis_bytes_per_call": Target("<=", 1_000),
     "dispatch_per_s_at_1m_over_1k": Target(">=", 0.8),
+    # Over real HTTP to a `callqueue api` process (bench/http.py).
+    "http_bulk_enqueue_per_s": Target(">=", 20_000),
+    "http_queue_p99_ms": Target("<=", 20),
 }
 
 

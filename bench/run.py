@@ -29,7 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 # Importing the modules registers their benchmarks, in this order.
+import bench.http
 import bench.inprocess
+import bench.plivo
 import bench.scale
 import bench.workers  # noqa: F401
 from bench.registry import REGISTRY, TARGETS, BenchContext, Benchmark, Measured, select

@@ -1,4 +1,4 @@
-"""The ``callqueue`` command: up | api | worker | status | demo.
+"""The ``callqueue`` command: up | api | worker | status | check | demo.
 
 Heavy imports (FastAPI, the engine) happen inside the commands, so ``--help`` stays quick.
 """
@@ -113,7 +113,7 @@ def _announcer(command: str) -> Callable[[Runtime, Dispatcher | None], None]:
         if dispatcher.carrier.name == "simulator":
             err.print(
                 "  Carrier: [yellow]SIMULATED[/yellow]: no real calls are placed "
-                "(set PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN/PLIVO_NUMBER or CARRIER)"
+                "(set PLIVO_* or TWILIO_* credentials, or CARRIER)"
             )
         else:
             err.print(f"  Carrier: {dispatcher.carrier.name}")
@@ -209,6 +209,39 @@ def status(
 ) -> None:
     """Queue status: calls by status and priority, live calls, dial rate, workers."""
     _run(_status(_settings(), as_json))
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """Can this configuration place calls? Redis, the function library, carrier credentials,
+    the agent server and PUBLIC_URL; exit 1 when a required check fails."""
+    from callqueue.check import (
+        CheckResult,
+        passed,
+        print_results,
+        results_json,
+        route_logs_to_stderr,
+        run_checks,
+    )
+
+    settings = _settings()
+    route_logs_to_stderr()
+    results: list[CheckResult] = []
+
+    async def go() -> None:
+        results.extend(await run_checks(settings))
+
+    _run(go())
+    if as_json:
+        sys.stdout.write(orjson.dumps(results_json(results)).decode() + "\n")
+    else:
+        print_results(results, out)
+    raise typer.Exit(0 if passed(results) else 1)
 
 
 # -- demo ---------------------------------------------------------------------------------------
