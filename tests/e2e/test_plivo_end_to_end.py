@@ -214,6 +214,8 @@ async def test_a_dead_agent_server_pauses_dialing_until_it_is_back(
                 return "agent" in body.get("dispatch_blocked", {})
 
             await until(paused, 10, "dispatch to pause for the agent server")
+            status = (await http.get("/api/queue/status")).json()
+            assert "agent server" in status["dispatch_blocked"]["agent"]
             reply = await http.post(
                 "/api/calls/queue",
                 json={"phone_number": "+919123456701", "custom_call_id": "waits"},

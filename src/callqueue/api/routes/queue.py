@@ -54,10 +54,22 @@ class QueueStatusView(BaseModel):
         None, description="Mean talk time of completed attempts."
     )
     workers: WorkersView = Field(..., description="Dispatchers alive.")
+    dispatch_blocked: dict[str, str] = Field(
+        default_factory=dict,
+        description="What workers report stops them placing calls, by part (carrier: the "
+        "carrier refused our credentials; agent: the agent server is down), with the reason.",
+    )
     server_time: datetime = Field(..., description="Redis server clock, for the figures.")
 
     @classmethod
-    def of(cls, name: str, snap: QueueSnapshot, max_live: int, rate: float) -> QueueStatusView:
+    def of(
+        cls,
+        name: str,
+        snap: QueueSnapshot,
+        max_live: int,
+        rate: float,
+        blocked: dict[str, str] | None = None,
+    ) -> QueueStatusView:
         return cls(
             queue=name,
             paused=snap.paused,
@@ -79,6 +91,7 @@ class QueueStatusView(BaseModel):
             failure_rate=snap.failure_rate,
             average_call_duration_seconds=snap.average_duration_s,
             workers=WorkersView(alive=len(snap.workers), ids=snap.workers),
+            dispatch_blocked=blocked or {},
             server_time=at(snap.now_ms),
         )
 
@@ -91,10 +104,11 @@ class PauseView(BaseModel):
 async def queue_status(queue: QueueDep, settings: SettingsDep) -> QueueStatusView:
     """Calls by status and by priority, scheduled calls, live calls against
     MAX_CONCURRENT_CALLS, dial rate against RATE_LIMIT_PER_SECOND, success and failure rates,
-    average call duration, live workers, and whether dispatch is paused."""
+    average call duration, live workers, whether dispatch is paused, and what stops workers
+    from dialing (a dead agent server, refused carrier credentials)."""
     snap = await queue_snapshot(queue)
     max_live, rate = settings.max_concurrent_calls, settings.rate_limit_per_second
-    return QueueStatusView.of(queue.name, snap, max_live, rate)
+    return QueueStatusView.of(queue.name, snap, max_live, rate, await queue.problems())
 
 
 @router.post("/pause", summary="Pause dispatch")
