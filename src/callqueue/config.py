@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(3600, ge=0)
     retry_jitter: float = Field(0.1, ge=0, le=1)
     retry_on: str = "busy,no_answer,failed,lost"
+    machine_counts_as_done: bool = False
     sim_outcomes: str = ""  # e.g. "completed=0.7,busy=0.1,no_answer=0.2"
     sim_ring_seconds: str = "1-4"
     sim_talk_seconds: str = "5-30"
@@ -138,6 +139,7 @@ class Settings(BaseSettings):
                 factor=self.retry_factor,
                 max_delay_s=self.retry_max_delay,
                 jitter=self.retry_jitter,
+                machine_is_done=self.machine_counts_as_done,
             ),
         )
 

@@ -108,6 +108,9 @@ class RetryPolicy:
     factor: float = 2.0
     max_delay_s: float = 3600.0
     jitter: float = 0.1  # +/- this fraction of the delay, spreads retries of a batch
+    # An answering machine: retried when MACHINE is in retry_on; else, with this set, the call
+    # counts as done (completed, the attempt's outcome says machine), otherwise it failed.
+    machine_is_done: bool = False
 
     def delay_s(self, attempt: int, rand: float) -> float:
         """Delay before attempt ``attempt + 1``; ``rand`` is uniform in [0, 1)."""

@@ -321,3 +321,14 @@ async def test_a_cancelled_call_ends_cancelled_even_when_it_was_answered(
     assert ended.status == CallStatus.CANCELLED
     record = await q.get("c1")
     assert record is not None and record.attempts[0].outcome == Outcome.COMPLETED  # as reported
+
+
+async def test_machine_policy_counts_the_call_as_done_when_asked(make_queue: MakeQueue) -> None:
+    q = make_queue(retry=RetryPolicy(base_delay_s=0.05, machine_is_done=True))
+    await q.enqueue(spec("c1"))
+    await claim_one(q)
+    await q.event("c1", 1, CarrierEvent.MACHINE)
+    done = await q.ended("c1", 1, EndFacts(Outcome.COMPLETED, duration_s=3))
+    assert done.status == CallStatus.COMPLETED
+    record = await q.get("c1")
+    assert record is not None and record.attempts[0].outcome == Outcome.MACHINE

@@ -115,7 +115,8 @@ class CallQueue:
             r.factor,
             int(r.max_delay_s * 1000),
             r.jitter,
-            ",".join(sorted(r.retry_on)) or "-",
+            ",".join([*sorted(r.retry_on), *(["+machine_done"] if r.machine_is_done else [])])
+            or "-",
         ]
         return head, int(o.rate_backoff_s * 1000)
 

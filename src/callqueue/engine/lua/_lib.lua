@@ -98,7 +98,8 @@ local function throttle(ctl, at, window_ms)
 end
 
 -- Parses the settle policy block that scripts which end attempts receive in ARGV from `i`:
--- retention_ms, hist_limit, max_live, base_ms, factor, cap_ms, jitter, retry_on (csv), rand,
+-- retention_ms, hist_limit, max_live, base_ms, factor, cap_ms, jitter, retry_on (csv, plus
+-- '+machine_done' when an answering machine counts as done), rand,
 -- rate backoff window ms
 local function parse_policy(argv, i)
   local P = {
@@ -108,7 +109,9 @@ local function parse_policy(argv, i)
     jitter = tonumber(argv[i + 6]), retry_on = {}, rand = tonumber(argv[i + 8]),
     backoff_ms = tonumber(argv[i + 9]),
   }
-  for o in string.gmatch(argv[i + 7], '[^,]+') do P.retry_on[o] = true end
+  for o in string.gmatch(argv[i + 7], '[^,]+') do
+    if o == '+machine_done' then P.machine_done = true else P.retry_on[o] = true end
+  end
   return P
 end
 
@@ -171,6 +174,8 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     redis.call('ZADD', K.sched, due, id)
     if head[2] == nil or due < tonumber(head[2]) then redis.call('PUBLISH', K.channel, 'd') end
     return 'scheduled'
+  elseif outcome == 'machine' and P.machine_done then
+    final = 'completed'  -- policy: a machine answered, the call counts as done
   else
     final = 'failed'
   end
