@@ -9,6 +9,7 @@ from callqueue.carriers.base import DialKind, DialRequest
 from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig, plivo_digits
 from callqueue.carriers.plivo_events import callback_event, hangup_outcome
 from callqueue.models import CarrierEvent, Outcome
+from callqueue.testing import FakePlivo, Scenario
 
 CONFIG = PlivoConfig(
     "MAID",
@@ -143,3 +144,34 @@ def test_callback_events_carry_facts() -> None:
     assert callback_event("ring", {"CallStatus": "ringing"})[0] == CarrierEvent.RINGING
     assert callback_event("machine", {"Machine": "true"})[0] == CarrierEvent.MACHINE
     assert callback_event("machine", {"Machine": "false"})[0] == CarrierEvent.ANSWERED
+
+
+async def test_a_slow_answer_is_ambiguous_and_an_unreachable_api_refused() -> None:
+    request = DialRequest("c-1", 1, "+919123456789", None)
+    async with FakePlivo("MAID", "token", scenario=Scenario(api_delay_s=1.0)) as plivo:
+        slow = PlivoCarrier(
+            PlivoConfig(
+                "MAID",
+                "token",
+                "+14155550100",
+                "https://q.example",
+                api_url=plivo.url,
+                timeout_s=0.2,
+            )
+        )
+        result = await slow.dial(request)
+        await slow.aclose()
+    assert result.kind == DialKind.AMBIGUOUS  # it may have reached Plivo: the slot stays held
+    closed = PlivoCarrier(
+        PlivoConfig(
+            "MAID",
+            "token",
+            "+14155550100",
+            "https://q.example",
+            api_url="http://127.0.0.1:9",
+            timeout_s=1.0,
+        )
+    )
+    refused = await closed.dial(request)
+    await closed.aclose()
+    assert refused.kind == DialKind.REFUSED  # the request never left: no attempt used
