@@ -142,13 +142,14 @@ class EnqueueState(StrEnum):
     CREATED = "created"
     EXISTS = "exists"  # same id, same request: nothing queued twice
     CONFLICT = "conflict"  # same id, different request
+    DNC = "dnc"  # the number is on the do-not-call list: nothing queued
 
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
     call_id: str
     state: EnqueueState
-    status: CallStatus
+    status: CallStatus | None  # None when nothing was queued (dnc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,15 @@ from procs import wait_for
 
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.scripts import ScriptError
-from callqueue.models import CallStatus, CarrierEvent, ClaimedCall, Outcome, RetryPolicy
+from callqueue.models import (
+    CallSpec,
+    CallStatus,
+    CarrierEvent,
+    ClaimedCall,
+    EnqueueState,
+    Outcome,
+    RetryPolicy,
+)
 
 FAST_RETRY = RetryPolicy(base_delay_s=0.05, factor=2, max_delay_s=0.2, jitter=0.1)
 
@@ -332,3 +340,21 @@ async def test_machine_policy_counts_the_call_as_done_when_asked(make_queue: Mak
     assert done.status == CallStatus.COMPLETED
     record = await q.get("c1")
     assert record is not None and record.attempts[0].outcome == Outcome.MACHINE
+
+
+async def test_do_not_call_refuses_at_enqueue_and_cancels_at_claim(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    await q.enqueue_many([spec("before"), CallSpec("other", "+919123456780")])
+    assert await q.dnc_add(["+919123456789", "+919123456789"]) == 1
+    refused = await q.enqueue(spec("after"))
+    assert refused.state == EnqueueState.DNC and refused.status is None
+    assert await q.get("after") is None
+    # Queued before the number was listed: cancelled at claim, never handed out for dialing.
+    claimed = await q.claim(5)
+    assert [c.call_id for c in claimed.calls] == ["other"]
+    record = await q.get("before")
+    assert record is not None and record.status == CallStatus.CANCELLED
+    assert "do-not-call" in record.history[-1].note and record.attempts == []
+    assert await q.dnc_contains(["+919123456789", "+919123456780"]) == [True, False]
+    assert await q.dnc_remove(["+919123456789"]) == 1
+    assert (await q.enqueue(spec("again"))).state == EnqueueState.CREATED

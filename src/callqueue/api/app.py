@@ -17,7 +17,7 @@ from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, require_api_key
 from callqueue.api.errors import ERRORS, install_error_handlers
 from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
-from callqueue.api.routes import batches, calls, health, queue, twilio_webhooks, webhooks
+from callqueue.api.routes import batches, calls, dnc, health, queue, twilio_webhooks, webhooks
 from callqueue.api.schemas import BulkQueueRequest
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             {"name": "batches", "description": "Bulk queuing and batch progress."},
             {"name": "queue", "description": "Queue-wide status and pause/resume."},
             {"name": "health", "description": "Liveness and dependencies."},
+            {"name": "dnc", "description": "The do-not-call list: numbers never to call."},
         ],
     )
     app.state.settings = settings
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     protected.include_router(batches.router)  # before calls: /api/calls/bulk-queue is literal
     protected.include_router(calls.router)
     protected.include_router(queue.router)
+    protected.include_router(dnc.router)
     app.include_router(protected)
     app.include_router(health.router)  # public
     app.include_router(webhooks.router)  # public, but every callback's signature is checked

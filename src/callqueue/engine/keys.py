@@ -110,6 +110,11 @@ class QueueKeys:
         """Pub/sub channel: work arrived, a slot freed, an earlier due time, or a hang-up."""
         return f"{self.prefix}wake"
 
+    @property
+    def dnc(self) -> str:
+        """SET of E.164 numbers never to call (the do-not-call list)."""
+        return f"{self.prefix}dnc"
+
     def batch(self, batch_id: str) -> str:
         """SET of the call ids of one bulk batch."""
         return f"{self.prefix}b:{batch_id}"

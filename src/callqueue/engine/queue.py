@@ -125,7 +125,14 @@ class CallQueue:
         self, specs: Sequence[CallSpec], batch_id: str | None
     ) -> tuple[list[str], list[ScriptArg]]:
         k = self.keys
-        keys = [k.ready, k.scheduled, k.seq, k.stats, k.batch(batch_id) if batch_id else k.seq]
+        keys = [
+            k.ready,
+            k.scheduled,
+            k.seq,
+            k.stats,
+            k.batch(batch_id) if batch_id else k.seq,
+            k.dnc,
+        ]
         # A batch's index outlives its calls: retention after the last enqueue, plus 30 days.
         batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
         args: list[ScriptArg] = [k.wake_channel, batch_ttl_ms]
@@ -140,6 +147,7 @@ class CallQueue:
                 spec.max_retries,
                 spec.max_duration_s or 0,
                 spec.body_hash,
+                spec.phone_number,
             ]
         return keys, args
 
@@ -147,7 +155,9 @@ class CallQueue:
     def _enqueue_results(reply: list[Any]) -> list[EnqueueResult]:
         return [
             EnqueueResult(
-                _s(reply[i]), EnqueueState(_s(reply[i + 1])), CallStatus(_s(reply[i + 2]))
+                _s(reply[i]),
+                EnqueueState(_s(reply[i + 1])),
+                CallStatus(_s(reply[i + 2])) if _s(reply[i + 2]) else None,
             )
             for i in range(1, len(reply), 3)
         ]
@@ -198,6 +208,9 @@ class CallQueue:
                 k.dials_per_second,
                 k.control,
                 k.call_prefix,
+                k.dnc,
+                k.finished,
+                k.dead,
             ],
             [
                 want,
@@ -211,6 +224,7 @@ class CallQueue:
                 k.wake_channel,
                 int((o.dial_lease_s + o.ring_timeout_s + o.grace_s) * 1000),
                 o.default_max_duration_s * 1000,
+                o.retention_s * 1000,
             ],
         )
         now = int(reply[0])
@@ -411,6 +425,28 @@ class CallQueue:
         return ReapResult(
             int(reply[0]), int(reply[1]), expiry if expiry >= 0 else None, int(reply[3])
         )
+
+    async def dnc_add(self, numbers: Sequence[str]) -> int:
+        """Puts E.164 numbers on the do-not-call list; returns how many were new."""
+        if not numbers:
+            return 0
+        return int(await self._scripts.dnc(self.client, [self.keys.dnc], ["add", *numbers]))
+
+    async def dnc_remove(self, numbers: Sequence[str]) -> int:
+        """Takes numbers off the do-not-call list; returns how many were on it."""
+        if not numbers:
+            return 0
+        return int(await self._scripts.dnc(self.client, [self.keys.dnc], ["remove", *numbers]))
+
+    async def dnc_contains(self, numbers: Sequence[str]) -> list[bool]:
+        if not numbers:
+            return []
+        return [bool(x) for x in await self.client.smismember(self.keys.dnc, list(numbers))]
+
+    async def dnc_page(self, cursor: int = 0, count: int = 500) -> tuple[int, list[str]]:
+        """One page of the do-not-call list (SSCAN): (next cursor, 0 at the end; numbers)."""
+        nxt, members = await self.client.sscan(self.keys.dnc, cursor, count=count)
+        return int(nxt), sorted(_s(m) for m in members)
 
     async def set_paused(self, paused: bool) -> None:
         k = self.keys

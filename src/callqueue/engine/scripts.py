@@ -24,7 +24,7 @@ from callqueue.models import TRANSITIONS
 
 ScriptArg = str | int | float | bytes
 
-NAMES = ("enqueue", "claim", "event", "release", "cancel", "reap", "control")
+NAMES = ("enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc")
 
 
 class ScriptError(RuntimeError):
@@ -131,6 +131,7 @@ class Scripts:
         self.cancel = Script(self.library, "cancel")
         self.reap = Script(self.library, "reap")
         self.control = Script(self.library, "control")
+        self.dnc = Script(self.library, "dnc")
 
     async def load_all(self, client: Any) -> None:
         await self.library.load(client)

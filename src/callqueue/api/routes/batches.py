@@ -113,6 +113,11 @@ def _answer(
         if result.state == EnqueueState.CONFLICT:
             rejected.append(_conflict(row))
             continue
+        if result.state == EnqueueState.DNC:
+            error = {"loc": ["phone_number"], "msg": "is on the do-not-call list",
+                     "type": "do_not_call"}  # fmt: skip
+            rejected.append(RowRejection(row.index, [error]))
+            continue
         call_ids[row.index] = result.call_id
         created += result.state == EnqueueState.CREATED
         duplicates += result.state == EnqueueState.EXISTS

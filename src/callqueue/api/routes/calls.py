@@ -60,6 +60,8 @@ async def queue_call(
             ("body", "custom_call_id"),
             "conflict",
         )
+    if result.state == EnqueueState.DNC or result.status is None:
+        raise ApiError(422, "is on the do-not-call list", ("body", "phone_number"), "do_not_call")
     if result.state == EnqueueState.EXISTS:
         response.status_code = status.HTTP_200_OK
     return QueuedCall(

@@ -3,11 +3,14 @@
 -- live-call slot, and mark them dialing under a lease.
 -- KEYS[1] ready  KEYS[2] sched  KEYS[3] live  KEYS[4] leases  KEYS[5] rate log  KEYS[6] stats
 -- KEYS[7] dials-per-second  KEYS[8] control  KEYS[9] call key prefix (same slot: call keys are
---   popped here, so their names are derived from it)
+--   popped here, so their names are derived from it)  KEYS[10] do-not-call set
+-- KEYS[11] finished  KEYS[12] dead
 -- ARGV[1] want  ARGV[2] max_live (0: no cap)  ARGV[3] rate limit per window (0: none)
 -- ARGV[4] window ms  ARGV[5] lease ms  ARGV[6] token prefix  ARGV[7] hist_limit
 -- ARGV[8] promote limit  ARGV[9] wake channel  ARGV[10] dial lease + ring timeout + grace ms
--- ARGV[11] default max duration ms (for calls that set none)
+-- ARGV[11] default max duration ms (for calls that set none)  ARGV[12] retention ms
+-- A call whose number joined the do-not-call list after it was queued is cancelled here, never
+-- dialed (it uses no rate token and no slot).
 -- Returns: {now, blocked, wait_ms (-1 unknown), next_due (-1 none), id, attempt, token, spec,
 --   ...}; blocked is '' | empty | paused | rate | concurrency
 local ready, sched, live, leases, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -16,6 +19,9 @@ local want, max_live, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARG
 local window, lease_ms, tok_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local hist_limit, promote_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local ring_grace_ms, default_md_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
+local dnc = KEYS[10]
+local K = {finished = KEYS[11], dead = KEYS[12], stats = stats, ready = ready, sched = sched}
+local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
 local now = now_ms()
 
 -- 1. Promote scheduled calls whose time has come, at their original place in line.
@@ -82,8 +88,12 @@ local taken = 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'st', 'md', 's', 'a', 'hist', 'hn')
-  if f[1] == 'queued' then
+  local f = redis.call('HMGET', key, 'st', 'md', 's', 'a', 'hist', 'hn', 'to')
+  if f[1] == 'queued' and f[7] and redis.call('SISMEMBER', dnc, f[7]) == 1 then
+    local err = finish_with(K, key, id, 'queued', 'cancelled', now,
+      'dnc: the number is on the do-not-call list', P, f[5], f[6], 'oc', 'cancelled', 'why', 'dnc')
+    if err then return err end
+  elseif f[1] == 'queued' then
     taken = taken + 1
     local attempt = tonumber(f[4] or '0') + 1
     local token = tok_prefix .. taken

@@ -1,14 +1,16 @@
 -- enqueue: adds calls (one or a batch), idempotent on the call id.
 -- KEYS[1] ready  KEYS[2] sched  KEYS[3] seq  KEYS[4] stats  KEYS[5] batch set (or the seq key
---   again when there is no batch)  KEYS[5+i] call key of the i-th call
+--   again when there is no batch)  KEYS[6] do-not-call set  KEYS[6+i] call key of the i-th call
 -- ARGV[1] wake channel  ARGV[2] batch index ttl ms  ARGV[3] has_batch (0/1)  ARGV[4] batch id
--- then 7 per call: id, spec json, priority rank, due ms (0: now), max_retries,
---   max duration s (0: the dialing worker's default), body hash
--- Returns: {'ok', id1, state1, status1, id2, ...}; state is created | exists | conflict
+-- then 8 per call: id, spec json, priority rank, due ms (0: now), max_retries,
+--   max duration s (0: the dialing worker's default), body hash, phone number (E.164)
+-- Returns: {'ok', id1, state1, status1, id2, ...}; state is created | exists | conflict | dnc
+--   (the number is on the do-not-call list: nothing is created; status is '')
 local ready, sched, seqk, stats, batch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local dnc = KEYS[6]
 local channel, batch_ttl = ARGV[1], tonumber(ARGV[2])
 local has_batch, batch_id = ARGV[3] == '1', ARGV[4]
-local n = #KEYS - 5
+local n = #KEYS - 6
 local now = now_ms()
 local seq = redis.call('INCRBY', seqk, n) - n
 local ready_was_empty = redis.call('ZCARD', ready) == 0
@@ -18,21 +20,25 @@ local wake = false
 local out = {'ok'}
 local created = 0
 for i = 1, n do
-  local key = KEYS[5 + i]
-  local b = 4 + (i - 1) * 7
+  local key = KEYS[6 + i]
+  local b = 4 + (i - 1) * 8
   local id, spec, prio, due = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  local hash = ARGV[b + 7]
+  local hash, phone = ARGV[b + 7], ARGV[b + 8]
   local existing = redis.call('HMGET', key, 'st', 'h')
   if existing[1] then
     out[#out + 1] = id
     out[#out + 1] = (existing[2] == hash) and 'exists' or 'conflict'
     out[#out + 1] = existing[1]
+  elseif redis.call('SISMEMBER', dnc, phone) == 1 then
+    out[#out + 1] = id
+    out[#out + 1] = 'dnc'
+    out[#out + 1] = ''
   else
     seq = seq + 1
     local score = prio * 1099511627776 + seq
     local status = (due > now) and 'scheduled' or 'queued'
     redis.call('HSET', key, 's', spec, 'st', status, 'p', prio, 'q', score, 'a', 0,
-      'mr', ARGV[b + 5], 'md', ARGV[b + 6], 'cr', now, 'up', now, 'h', hash,
+      'mr', ARGV[b + 5], 'md', ARGV[b + 6], 'cr', now, 'up', now, 'h', hash, 'to', phone,
       'hist', now .. '|' .. status .. '|\n', 'hn', 1)
     if status == 'scheduled' then
       redis.call('HSET', key, 'due', due)
