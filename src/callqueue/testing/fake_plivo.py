@@ -31,36 +31,33 @@ retry policy and timeouts; the defaults are one retry, on connect or read timeou
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import functools
 import json
 import logging
 import math
 import secrets
-import socket
-import ssl
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Literal, Self
+from datetime import datetime
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from callqueue.carriers.plivo_signature import sign_v3
+from callqueue.testing.fake_server import (
+    CallbackOutcome,
+    FakeCarrierServer,
+    _now_wall,
+    _retry_after,
+    _scenario_source,
+    _seconds,
+    serve_asgi,
+)
 
 __all__ = [
     "ANSWER_URL_ERROR",
@@ -141,9 +138,6 @@ CONCURRENCY_LIMIT_BREACHED = HangupCause(
     "CALL_REJECTED", "Concurrency Limit Breached", 5030, "Plivo"
 )
 _INTERNAL_ERROR = HangupCause("NORMAL_TEMPORARY_FAILURE", "Internal Error", 5010, "Plivo")
-
-#: Connections (and callbacks in flight) from the fake to the app at most.
-_CALLBACK_CONNECTIONS = 32
 
 #: Error codes the fake can answer a Make-a-Call request with (``Scenario.api_error_code``).
 API_ERROR_MESSAGES: dict[int, str] = {5030: "Concurrency Limit Breached"}
@@ -253,7 +247,7 @@ class ApiRequest:
 
 
 @dataclass(slots=True)
-class CallbackRecord:
+class CallbackRecord(CallbackOutcome):
     """One callback delivery (with its retries) from the fake to the app."""
 
     at: float  # time.monotonic() of the first attempt
@@ -269,14 +263,6 @@ class CallbackRecord:
     error: str | None = None  # transport error of the last attempt
     response_body: str = ""
     finished_at: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def done(self) -> bool:
-        return self.finished_at is not None
 
 
 @dataclass(slots=True, eq=False)
@@ -323,113 +309,11 @@ class CallRecord:
         return str(value)
 
 
-# ------------------------------------------------------------------------------------ the server
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone, tells when it listens and
-    stops as soon as it is asked (not at its next 0.1 s tick)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-        self._exit_requested = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
-
-    def request_exit(self) -> None:
-        self.should_exit = True
-        self._exit_requested.set()
-
-    async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_requested.wait(), 0.1)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's shutdown without its fixed pauses: stop listening, ask every connection
-        to close after its response, wait (briefly) for them, cancel what is left."""
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        for connection in list(self.server_state.connections):
-            connection.shutdown()
-        try:
-            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
-                # uvicorn offers no event for "all connections closed": poll, briefly.
-                while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            for task in list(self.server_state.tasks):
-                task.cancel()
-
-
-@asynccontextmanager
-async def serve_asgi(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serves ``app`` with uvicorn in the running loop; yields its base URL (a free port by
-    default) and stops it on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-        server_header=False,
-    )
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{app!r}")
-    listening = asyncio.create_task(server.listening.wait())
-    try:
-        await asyncio.wait({task, listening}, return_when=asyncio.FIRST_COMPLETED)
-        if not server.listening.is_set():
-            task.result()  # raises the start-up error
-            raise RuntimeError("the local server stopped before listening")
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        listening.cancel()
-        server.request_exit()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=3.0)
-        except TimeoutError:
-            server.force_exit = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        sock.close()
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every fake (building one costs tens of milliseconds)."""
-    return ssl.create_default_context()
-
-
-def _now_wall() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+# ------------------------------------------------------------------------------------ helpers
 
 
 def _wall(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
-
-
-def _always(scenario: Scenario) -> ScenarioSource:
-    def fixed(_body: dict[str, Any]) -> Scenario:
-        return scenario
-
-    return fixed
 
 
 def _nonce() -> str:
@@ -456,19 +340,14 @@ def _machine_detection(value: Any) -> str | None:
     return text if text in ("true", "hangup") else None
 
 
-def _seconds(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-class FakePlivo:
+class FakePlivo(FakeCarrierServer[ApiRequest]):
     """Plivo's Voice API on 127.0.0.1 (see the module docstring), with a ledger of what
     happened: :attr:`api_requests`, :attr:`callbacks`, :attr:`calls`, :attr:`live_history`,
-    :attr:`max_live`."""
+    :attr:`max_live`. :attr:`url` is the PLIVO_API_URL to use; :attr:`live` counts the calls
+    accepted and not yet ended (ringing and connecting count, as in Plivo)."""
+
+    _name = "FakePlivo"
+    _log = log
 
     def __init__(
         self,
@@ -498,117 +377,28 @@ class FakePlivo:
         ``strict_numbers``: ``to`` / ``from`` must be digits only (no ``+``).
         ``extra_signing_tokens``: more auth tokens, each adding a comma-separated signature.
         """
+        super().__init__(host, port, callback_retry_delay_s, callback_timeout_s, api_rate_limit)
+        self._scenario: ScenarioSource = _scenario_source(scenario, DEFAULT_SCENARIO, Scenario)
         self.auth_id = auth_id
         self.auth_token = auth_token
-        if scenario is None:
-            scenario = DEFAULT_SCENARIO
-        self._scenario: ScenarioSource = (
-            _always(scenario) if isinstance(scenario, Scenario) else scenario
-        )
-        self._host = host
-        self._port = port
         self._retries = callback_retries
         self._retry_policy = callback_retry_policy
-        self._retry_delay_s = callback_retry_delay_s
-        self._callback_timeout_s = callback_timeout_s
         self._concurrency_limit = concurrency_limit
         self._concurrency_breach = concurrency_breach
-        self._api_rate_limit = api_rate_limit
         self._strict_numbers = strict_numbers
         self._signing_tokens = (auth_token, *extra_signing_tokens)
         self._bill_rate = bill_rate
 
-        self.api_requests: list[ApiRequest] = []
         self.callbacks: list[CallbackRecord] = []
         self.calls: dict[str, CallRecord] = {}  # by request uuid
-        self.live_history: list[tuple[float, int]] = []
-        self.max_live = 0
-        self.started_at = time.monotonic()
         self._by_call_uuid: dict[str, CallRecord] = {}
-        self._live = 0
-        self._recent_api: deque[float] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._change = asyncio.Event()  # replaced (after being set) at every change
-        self._client: httpx.AsyncClient | None = None
-        self._server: contextlib.AbstractAsyncContextManager[str] | None = None
-        self._url: str | None = None
-        self._closing = False
-        # Callbacks wait here rather than in httpx's pool, whose bookkeeping grows with the
-        # square of the requests queued in it.
-        self._sending = asyncio.Semaphore(_CALLBACK_CONNECTIONS)
-        self.app = self._build_app()
-
-    # ------------------------------------------------------------------------ life cycle
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        """Starts serving (``async with`` does it)."""
-        if self._url is not None:
-            return
-        self._client = httpx.AsyncClient(
-            verify=_ssl_context(),
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=_CALLBACK_CONNECTIONS,
-                max_keepalive_connections=_CALLBACK_CONNECTIONS,
-            ),
-        )
-        self.started_at = time.monotonic()
-        server = serve_asgi(self.app, self._host, self._port)
-        self._url = await server.__aenter__()
-        self._server = server
-
-    async def stop(self) -> None:
-        """Cancels every call and callback under way, then stops the server."""
-        self._closing = True
-        while self._tasks:
-            pending = list(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._tasks.difference_update(pending)
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.__aexit__(None, None, None)
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        self._url = None
-
-    @property
-    def url(self) -> str:
-        """The base URL to use as PLIVO_API_URL (``http://127.0.0.1:PORT``)."""
-        if self._url is None:
-            raise RuntimeError("FakePlivo is not started (use `async with FakePlivo(...)`)")
-        return self._url
 
     # ---------------------------------------------------------------------------- ledger
-
-    @property
-    def live(self) -> int:
-        """Calls accepted and not yet ended (ringing and connecting count, as in Plivo)."""
-        return self._live
 
     @property
     def call_requests(self) -> list[ApiRequest]:
         """The Make-a-Call requests, whatever they were answered."""
         return [r for r in self.api_requests if r.is_make_call]
-
-    @property
-    def pending_tasks(self) -> int:
-        return len(self._tasks)
 
     def call(self, request_uuid: str) -> CallRecord:
         return self.calls[request_uuid]
@@ -625,65 +415,12 @@ class FakePlivo:
             if c.request_uuid == request_uuid and (kind is None or c.kind == kind)
         ]
 
-    def max_requests_in_any_second(self, window_s: float = 1.0, *, calls_only: bool = True) -> int:
-        """The most API requests (by default: Make-a-Call requests) that arrived within any
-        ``window_s`` seconds (a sliding window)."""
-        times = sorted(r.at for r in (self.call_requests if calls_only else self.api_requests))
-        best = 0
-        first = 0
-        for last, moment in enumerate(times):
-            while moment - times[first] >= window_s:
-                first += 1
-            best = max(best, last - first + 1)
-        return best
-
-    async def wait_until(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109 (the documented API)
-    ) -> None:
-        """Waits until ``predicate()`` holds (re-checked at every change of the ledger).
-        Raises TimeoutError past ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._change.wait()
-
-    async def settled(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Waits until every call has ended and every callback has been delivered (or given
-        up). Raises TimeoutError past ``timeout``."""
-        await self.wait_until(lambda: self._live == 0 and not self._tasks, timeout)
-
-    def _notify_change(self) -> None:
-        event, self._change = self._change, asyncio.Event()
-        event.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        if self._closing:  # stopping: nothing new starts
-            coro.close()
-            return
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("fake plivo task %s failed", name, exc_info=finished.exception())
-            self._notify_change()
-
-        task.add_done_callback(done)
-
-    def _set_live(self, delta: int) -> None:
-        self._live += delta
-        self.max_live = max(self.max_live, self._live)
-        self.live_history.append((time.monotonic(), self._live))
+    def _is_call_request(self, request: ApiRequest) -> bool:
+        return request.is_make_call
 
     # ------------------------------------------------------------------------------- API
 
-    def _build_app(self) -> Starlette:
-        async def not_found(request: Request, exc: Exception) -> Response:
-            status = exc.status_code if isinstance(exc, HTTPException) else 500
-            return self._respond(request, status, self._error(status), {})
-
+    def _routes(self) -> list[Route]:
         routes = []
         for suffix in ("/", ""):
             routes += [
@@ -700,7 +437,10 @@ class FakePlivo:
                 ),
                 Route(f"/v1/Account/{{auth_id}}{suffix}", self._account, methods=["GET"]),
             ]
-        return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+        return routes
+
+    def _unrouted(self, request: Request, status: int) -> Response:
+        return self._respond(request, status, self._error(status), {})
 
     @staticmethod
     def _error(status: int, message: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -722,59 +462,23 @@ class FakePlivo:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         to = body.get("to")
-        self.api_requests.append(
-            ApiRequest(
-                at=time.monotonic() if at is None else at,
-                method=request.method,
-                path=request.url.path,
-                status=status,
-                body=body,
-                response=payload,
-                request_uuid=request_uuid,
-                to=None if to is None else str(to),
-            )
+        api_request = ApiRequest(
+            at=time.monotonic() if at is None else at,
+            method=request.method,
+            path=request.url.path,
+            status=status,
+            body=body,
+            response=payload,
+            request_uuid=request_uuid,
+            to=None if to is None else str(to),
         )
-        self._notify_change()
-        if payload is None:
-            return Response(status_code=status, headers=headers)
-        return JSONResponse(payload, status_code=status, headers=headers)
-
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        path_id = request.path_params.get("auth_id")
-        return (
-            secrets.compare_digest(user.encode(), self.auth_id.encode())
-            and secrets.compare_digest(password.encode(), self.auth_token.encode())
-            and path_id == self.auth_id
-        )
-
-    def _rate_limited(self, at: float) -> bool:
-        if self._api_rate_limit is None:
-            return False
-        limit, window = self._api_rate_limit
-        recent = self._recent_api
-        while recent and at - recent[0] >= window:
-            recent.popleft()
-        if len(recent) >= limit:
-            return True
-        recent.append(at)
-        return False
+        return self._record(api_request, status, payload, headers)
 
     async def _guard(self, request: Request, at: float) -> Response | None:
-        if not self._authorized(request):
-            return self._respond(request, 401, self._error(401), {}, at=at)
-        if self._rate_limited(at):
-            return self._respond(request, 429, self._error(429), {}, at=at)
-        if self._closing:
-            return self._respond(request, 503, self._error(503), {}, at=at)
-        return None
+        status = self._refusal(request, at, self.auth_id, self.auth_token, "auth_id")
+        if status is None:
+            return None
+        return self._respond(request, status, self._error(status), {}, at=at)
 
     async def _read_body(self, request: Request) -> dict[str, Any] | None:
         content_type = request.headers.get("content-type", "")
@@ -837,11 +541,7 @@ class FakePlivo:
             else:
                 status = scenario.api_status or 500
                 payload = self._error(status)
-            headers = (
-                {"Retry-After": f"{scenario.retry_after_s:g}"}
-                if scenario.retry_after_s is not None
-                else None
-            )
+            headers = _retry_after(scenario.retry_after_s)
             return self._respond(request, status, payload, body, at=at, headers=headers)
 
         breach = self._concurrency_limit is not None and self._live >= self._concurrency_limit
@@ -934,26 +634,10 @@ class FakePlivo:
 
     # ------------------------------------------------------------------------- the calls
 
-    async def _pause(self, call: CallRecord, seconds: float) -> bool:
-        """Waits ``seconds``; True when a hangup was requested before or during the wait."""
-        if call.hangup_requested.is_set():
-            return True
-        if seconds <= 0:
-            return False
-        try:
-            await asyncio.wait_for(call.hangup_requested.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
     async def _run_call(self, call: CallRecord) -> None:
-        try:
-            await self._play(call)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("fake plivo call %s failed", call.request_uuid)
-            self._end(call, "failed", _INTERNAL_ERROR)
+        await self._play_guarded(
+            self._play(call), call.request_uuid, lambda: self._end(call, "failed", _INTERNAL_ERROR)
+        )
 
     async def _play(self, call: CallRecord) -> None:
         sc = call.scenario
@@ -1105,29 +789,15 @@ class FakePlivo:
         method: str | None,
         params: dict[str, str],
     ) -> None:
-        self._spawn(
-            self._deliver(call, kind, url, method, params), name=f"{kind}:{call.request_uuid}"
-        )
-
-    async def _deliver(
-        self,
-        call: CallRecord,
-        kind: CallbackKind,
-        url: str,
-        method: str | None,
-        params: dict[str, str],
-    ) -> None:
         sc = call.scenario
-        try:
-            if kind == "ring" and sc.hangup_before_ring:
-                await call.hangup_delivered.wait()
-            if sc.callback_delay_s > 0:
-                await asyncio.sleep(sc.callback_delay_s)
-            for copy in range(1, 3 if sc.duplicate_callbacks else 2):
-                await self._send(call, kind, url, method, params, copy=copy)
-        finally:
-            if kind == "hangup":
-                call.hangup_delivered.set()
+        self._deliver_later(
+            lambda copy: self._send(call, kind, url, method, params, copy=copy),
+            name=f"{kind}:{call.request_uuid}",
+            copies=2 if sc.duplicate_callbacks else 1,
+            delay_s=sc.callback_delay_s,
+            hold=call.hangup_delivered if kind == "ring" and sc.hangup_before_ring else None,
+            done=call.hangup_delivered if kind == "hangup" else None,
+        )
 
     async def _send(
         self,
@@ -1140,9 +810,7 @@ class FakePlivo:
         copy: int = 1,
     ) -> CallbackRecord:
         """One callback, signed, retried as the URL's fragment (or the fake's settings) say."""
-        client = self._client
-        if client is None:
-            raise RuntimeError("FakePlivo is not started")
+        client = self._callback_client()
         target, options = _split_fragment(url)
         verb = (method or "POST").upper()
         retries = (
@@ -1187,16 +855,7 @@ class FakePlivo:
             if attempt > retries or not ({category, "all"} & policy):
                 break
             await asyncio.sleep(self._retry_delay_s * attempt)
-        record.finished_at = time.monotonic()
-        if not record.ok:
-            log.info(
-                "fake plivo: %s callback to %s failed after %d attempt(s): %s",
-                kind,
-                target,
-                record.attempts,
-                record.error or record.status,
-            )
-        self._notify_change()
+        self._delivered(record, kind, target)
         return record
 
     async def _signed_request(

@@ -42,33 +42,32 @@ call ``completed`` with ``ErrorCode`` 11200; status callbacks are not retried un
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import functools
 import logging
 import math
 import re
 import secrets
-import ssl
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import format_datetime
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callqueue.carriers.twilio_signature import sign
-from callqueue.testing.fake_plivo import serve_asgi
+from callqueue.testing.fake_server import (
+    CallbackOutcome,
+    FakeCarrierServer,
+    _now_wall,
+    _retry_after,
+    _scenario_source,
+    _seconds,
+)
 
 __all__ = [
     "API_ERRORS",
@@ -117,9 +116,6 @@ _CODE_OF_STATUS = {401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
 HTTP_RETRIEVAL_FAILURE = 11200
 #: SIP answers put in ``SipResponseCode`` when a call is not answered.
 SIP_BUSY, SIP_NOT_ANSWERED, SIP_UNAVAILABLE = 486, 487, 503
-
-#: Connections (and callbacks in flight) from the fake to the app at most.
-_CALLBACK_CONNECTIONS = 32
 
 
 # ------------------------------------------------------------------------------------- scenarios
@@ -221,7 +217,7 @@ class TwilioApiRequest:
 
 
 @dataclass(slots=True)
-class CallbackRecord:
+class CallbackRecord(CallbackOutcome):
     """One callback delivery (with its retries) from the fake to the app."""
 
     at: float  # time.monotonic() of the first attempt
@@ -236,14 +232,6 @@ class CallbackRecord:
     error: str | None = None  # transport error of the last attempt
     response_body: str = ""
     finished_at: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def done(self) -> bool:
-        return self.finished_at is not None
 
 
 @dataclass(slots=True, eq=False)
@@ -335,33 +323,8 @@ class CallRecord:
 # ------------------------------------------------------------------------------------ helpers
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
-def _now_wall() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 def _rfc2822(moment: datetime | None) -> str | None:
     return format_datetime(moment) if moment is not None else None
-
-
-def _always(scenario: Scenario) -> ScenarioSource:
-    def fixed(_params: dict[str, str]) -> Scenario:
-        return scenario
-
-    return fixed
-
-
-def _seconds(value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 def _new_sid(prefix: str) -> str:
@@ -371,10 +334,14 @@ def _new_sid(prefix: str) -> str:
 # ------------------------------------------------------------------------------------ the server
 
 
-class FakeTwilio:
+class FakeTwilio(FakeCarrierServer[TwilioApiRequest]):
     """Twilio's Voice API on 127.0.0.1 (see the module docstring), with a ledger of what
     happened: :attr:`api_requests`, :attr:`callbacks`, :attr:`calls`, :attr:`live_history`,
-    :attr:`max_live`."""
+    :attr:`max_live`. :attr:`url` is the TWILIO_API_URL to use; :attr:`live` counts the calls
+    accepted and not yet ended (queued and ringing count)."""
+
+    _name = "FakeTwilio"
+    _log = log
 
     def __init__(
         self,
@@ -394,99 +361,16 @@ class FakeTwilio:
         got a 5xx (Twilio's default is none). ``callback_timeout_s`` caps one attempt.
         ``api_rate_limit=(100, 1.0)``: a 429 (20429) for requests over 100 in any second.
         """
+        super().__init__(host, port, callback_retry_delay_s, callback_timeout_s, api_rate_limit)
+        self._scenario: ScenarioSource = _scenario_source(scenario, DEFAULT_SCENARIO, Scenario)
         self.account_sid = account_sid
         self.auth_token = auth_token
-        if scenario is None:
-            scenario = DEFAULT_SCENARIO
-        self._scenario: ScenarioSource = (
-            _always(scenario) if isinstance(scenario, Scenario) else scenario
-        )
-        self._host = host
-        self._port = port
         self._retries = callback_retries
-        self._retry_delay_s = callback_retry_delay_s
-        self._callback_timeout_s = callback_timeout_s
-        self._api_rate_limit = api_rate_limit
 
-        self.api_requests: list[TwilioApiRequest] = []
         self.callbacks: list[CallbackRecord] = []
         self.calls: dict[str, CallRecord] = {}  # by CallSid
-        self.live_history: list[tuple[float, int]] = []
-        self.max_live = 0
-        self.started_at = time.monotonic()
-        self._live = 0
-        self._recent_api: deque[float] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._change = asyncio.Event()  # replaced (after being set) at every change
-        self._client: httpx.AsyncClient | None = None
-        self._server: contextlib.AbstractAsyncContextManager[str] | None = None
-        self._url: str | None = None
-        self._closing = False
-        self._sending = asyncio.Semaphore(_CALLBACK_CONNECTIONS)
-        self.app = self._build_app()
-
-    # ------------------------------------------------------------------------ life cycle
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        """Starts serving (``async with`` does it)."""
-        if self._url is not None:
-            return
-        self._client = httpx.AsyncClient(
-            verify=_ssl_context(),
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=_CALLBACK_CONNECTIONS,
-                max_keepalive_connections=_CALLBACK_CONNECTIONS,
-            ),
-        )
-        self.started_at = time.monotonic()
-        server = serve_asgi(self.app, self._host, self._port)
-        self._url = await server.__aenter__()
-        self._server = server
-
-    async def stop(self) -> None:
-        """Cancels every call and callback under way, then stops the server."""
-        self._closing = True
-        while self._tasks:
-            pending = list(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._tasks.difference_update(pending)
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.__aexit__(None, None, None)
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        self._url = None
-
-    @property
-    def url(self) -> str:
-        """The base URL to use as TWILIO_API_URL (``http://127.0.0.1:PORT``)."""
-        if self._url is None:
-            raise RuntimeError("FakeTwilio is not started (use `async with FakeTwilio(...)`)")
-        return self._url
 
     # ---------------------------------------------------------------------------- ledger
-
-    @property
-    def live(self) -> int:
-        """Calls accepted and not yet ended (queued and ringing count)."""
-        return self._live
 
     @property
     def create_requests(self) -> list[TwilioApiRequest]:
@@ -498,84 +382,29 @@ class FakeTwilio:
         """The call updates (hang-ups), whatever they were answered."""
         return [r for r in self.api_requests if r.is_update]
 
-    @property
-    def pending_tasks(self) -> int:
-        return len(self._tasks)
-
     def call(self, sid: str) -> CallRecord:
         return self.calls[sid]
 
     def callbacks_for(self, sid: str, kind: CallbackKind | None = None) -> list[CallbackRecord]:
         return [c for c in self.callbacks if c.call_sid == sid and (kind is None or c.kind == kind)]
 
-    def max_requests_in_any_second(self, window_s: float = 1.0, *, calls_only: bool = True) -> int:
-        """The most API requests (by default: create-call requests) that arrived within any
-        ``window_s`` seconds (a sliding window)."""
-        times = sorted(r.at for r in (self.create_requests if calls_only else self.api_requests))
-        best = 0
-        first = 0
-        for last, moment in enumerate(times):
-            while moment - times[first] >= window_s:
-                first += 1
-            best = max(best, last - first + 1)
-        return best
-
-    async def wait_until(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109 (the documented API)
-    ) -> None:
-        """Waits until ``predicate()`` holds (re-checked at every change of the ledger).
-        Raises TimeoutError past ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._change.wait()
-
-    async def settled(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Waits until every call has ended and every callback has been delivered (or given
-        up). Raises TimeoutError past ``timeout``."""
-        await self.wait_until(lambda: self._live == 0 and not self._tasks, timeout)
-
-    def _notify_change(self) -> None:
-        event, self._change = self._change, asyncio.Event()
-        event.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        if self._closing:  # stopping: nothing new starts
-            coro.close()
-            return
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("fake twilio task %s failed", name, exc_info=finished.exception())
-            self._notify_change()
-
-        task.add_done_callback(done)
-
-    def _set_live(self, delta: int) -> None:
-        self._live += delta
-        self.max_live = max(self.max_live, self._live)
-        self.live_history.append((time.monotonic(), self._live))
+    def _is_call_request(self, request: TwilioApiRequest) -> bool:
+        return request.is_create
 
     # ------------------------------------------------------------------------------- API
 
-    def _build_app(self) -> Starlette:
-        async def not_found(request: Request, exc: Exception) -> Response:
-            status = exc.status_code if isinstance(exc, HTTPException) else 500
-            code = _CODE_OF_STATUS.get(status)
-            return self._respond(request, status, self._error(status, code), {})
-
+    def _routes(self) -> list[Route]:
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
-        routes = [
+        return [
             Route(f"{base}/Calls.json", self._create_call, methods=["POST"]),
             Route(f"{base}/Calls/{{call_sid}}.json", self._update_call, methods=["POST"]),
             Route(f"{base}/Calls/{{call_sid}}.json", self._fetch_call, methods=["GET"]),
             Route(f"{base}.json", self._account, methods=["GET"]),
         ]
-        return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+    def _unrouted(self, request: Request, status: int) -> Response:
+        code = _CODE_OF_STATUS.get(status)
+        return self._respond(request, status, self._error(status, code), {})
 
     @staticmethod
     def _error(status: int, code: int | None, message: str | None = None) -> dict[str, Any]:
@@ -598,58 +427,25 @@ class FakeTwilio:
         call_sid: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        self.api_requests.append(
-            TwilioApiRequest(
-                at=time.monotonic() if at is None else at,
-                method=request.method,
-                path=request.url.path,
-                status=status,
-                params=params,
-                response=payload,
-                call_sid=call_sid,
-            )
+        api_request = TwilioApiRequest(
+            at=time.monotonic() if at is None else at,
+            method=request.method,
+            path=request.url.path,
+            status=status,
+            params=params,
+            response=payload,
+            call_sid=call_sid,
         )
-        self._notify_change()
-        if payload is None:
-            return Response(status_code=status, headers=headers)
-        return JSONResponse(payload, status_code=status, headers=headers)
-
-    def _authorized(self, request: Request) -> bool:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return (
-            secrets.compare_digest(user.encode(), self.account_sid.encode())
-            and secrets.compare_digest(password.encode(), self.auth_token.encode())
-            and request.path_params.get("account_sid") == self.account_sid
-        )
-
-    def _rate_limited(self, at: float) -> bool:
-        if self._api_rate_limit is None:
-            return False
-        limit, window = self._api_rate_limit
-        recent = self._recent_api
-        while recent and at - recent[0] >= window:
-            recent.popleft()
-        if len(recent) >= limit:
-            return True
-        recent.append(at)
-        return False
+        return self._record(api_request, status, payload, headers)
 
     async def _guard(
         self, request: Request, at: float, params: dict[str, list[str]]
     ) -> Response | None:
-        if not self._authorized(request):
-            return self._respond(request, 401, self._error(401, 20003), params, at=at)
-        if self._rate_limited(at):
-            return self._respond(request, 429, self._error(429, 20429), params, at=at)
-        if self._closing:
-            return self._respond(request, 503, self._error(503, 20503), params, at=at)
-        return None
+        status = self._refusal(request, at, self.account_sid, self.auth_token, "account_sid")
+        if status is None:
+            return None
+        code = _CODE_OF_STATUS[status]
+        return self._respond(request, status, self._error(status, code), params, at=at)
 
     @staticmethod
     async def _form(request: Request) -> dict[str, list[str]]:
@@ -709,11 +505,7 @@ class FakeTwilio:
             status = scenario.api_status or (API_ERRORS[code][0] if code in API_ERRORS else 400)
             if code is None:
                 code = _CODE_OF_STATUS.get(status)
-            headers = (
-                {"Retry-After": f"{scenario.retry_after_s:g}"}
-                if scenario.retry_after_s is not None
-                else None
-            )
+            headers = _retry_after(scenario.retry_after_s)
             payload = self._error(status, code)
             return self._respond(request, status, payload, params, at=at, headers=headers)
 
@@ -793,26 +585,10 @@ class FakeTwilio:
 
     # ------------------------------------------------------------------------- the calls
 
-    async def _pause(self, call: CallRecord, seconds: float) -> bool:
-        """Waits ``seconds``; True when a hangup was requested before or during the wait."""
-        if call.hangup_requested.is_set():
-            return True
-        if seconds <= 0:
-            return False
-        try:
-            await asyncio.wait_for(call.hangup_requested.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
     async def _run_call(self, call: CallRecord) -> None:
-        try:
-            await self._play(call)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("fake twilio call %s failed", call.sid)
-            self._end(call, "failed", sip=SIP_UNAVAILABLE)
+        await self._play_guarded(
+            self._play(call), call.sid, lambda: self._end(call, "failed", sip=SIP_UNAVAILABLE)
+        )
 
     def _verdict(self, call: CallRecord) -> str:
         sc = call.scenario
@@ -995,30 +771,16 @@ class FakeTwilio:
         *,
         final: bool = False,
     ) -> None:
-        self._spawn(
-            self._deliver(call, kind, url, method, params, final), name=f"{kind}:{call.sid}"
-        )
-
-    async def _deliver(
-        self,
-        call: CallRecord,
-        kind: CallbackKind,
-        url: str,
-        method: str | None,
-        params: dict[str, str],
-        final: bool,
-    ) -> None:
         sc = call.scenario
-        try:
-            if kind == "status" and not final and sc.completed_before_ringing:
-                await call.final_delivered.wait()
-            if sc.callback_delay_s > 0:
-                await asyncio.sleep(sc.callback_delay_s)
-            for copy in range(1, 3 if sc.duplicate_callbacks else 2):
-                await self._send(call, kind, url, method, params, copy=copy)
-        finally:
-            if final:
-                call.final_delivered.set()
+        held = kind == "status" and not final and sc.completed_before_ringing
+        self._deliver_later(
+            lambda copy: self._send(call, kind, url, method, params, copy=copy),
+            name=f"{kind}:{call.sid}",
+            copies=2 if sc.duplicate_callbacks else 1,
+            delay_s=sc.callback_delay_s,
+            hold=call.final_delivered if held else None,
+            done=call.final_delivered if final else None,
+        )
 
     async def _send(
         self,
@@ -1031,9 +793,7 @@ class FakeTwilio:
         copy: int = 1,
     ) -> CallbackRecord:
         """One callback, signed, retried as the fake's settings say."""
-        client = self._client
-        if client is None:
-            raise RuntimeError("FakeTwilio is not started")
+        client = self._callback_client()
         verb = (method or "POST").upper()
         cap = self._callback_timeout_s
         timeout = httpx.Timeout(cap, connect=min(cap, 2.0))
@@ -1062,16 +822,7 @@ class FakeTwilio:
             if not retry or attempt > self._retries:
                 break
             await asyncio.sleep(self._retry_delay_s * attempt)
-        record.finished_at = time.monotonic()
-        if not record.ok:
-            log.info(
-                "fake twilio: %s callback to %s failed after %d attempt(s): %s",
-                kind,
-                url,
-                record.attempts,
-                record.error or record.status,
-            )
-        self._notify_change()
+        self._delivered(record, kind, url)
         return record
 
     async def _signed_request(
