@@ -9,7 +9,7 @@ from api_support import SettingsFactory, app_client, seed_call
 
 from callqueue.embedded import EmbeddedCluster
 from callqueue.engine.queue import EndFacts
-from callqueue.models import ClaimBlock, Outcome
+from callqueue.models import CallSpec, ClaimBlock, Outcome
 from callqueue.runtime import Runtime
 
 
@@ -117,3 +117,25 @@ async def test_reads_work_on_a_cluster(
         assert (await client.get("/api/calls/active")).json()["count"] == 1
         assert (await client.get("/api/batches/b")).json()["total"] == 3
         assert (await client.get("/api/health")).json()["redis"] == "ok"
+
+
+async def test_dead_letter_lists_failed_calls_with_their_attempts(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    q = runtime.queue
+    await q.enqueue_many(
+        [
+            CallSpec("dead-1", "+919123456789", max_retries=0),
+            CallSpec("fine-1", "+919123456780", max_retries=0),
+        ]
+    )
+    for call in (await q.claim(2)).calls:
+        outcome = Outcome.BUSY if call.call_id == "dead-1" else Outcome.COMPLETED
+        await q.ended(call.call_id, call.attempt, EndFacts(outcome, hangup_cause="USER_BUSY"))
+    reply = await client.get("/api/queue/dead-letter", params={"limit": 10})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["count"] == 1 and body["calls"][0]["call_id"] == "dead-1"
+    assert body["calls"][0]["status"] == "failed"
+    assert body["calls"][0]["attempts"][0]["outcome"] == "busy"
+    assert (await client.get("/api/queue/dead-letter", params={"limit": 0})).status_code == 422

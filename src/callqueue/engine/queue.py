@@ -486,4 +486,15 @@ class CallQueue:
         return [(_s(member), score) for member, score in rows]
 
     async def dead_letter(self, limit: int = 100) -> list[str]:
+        """Failed calls, most recent first (kept for RETENTION_SECONDS)."""
         return [_s(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]
+
+    async def records(self, call_ids: Sequence[str]) -> list[CallRecord]:
+        """Several calls in one round trip; ids that expired meanwhile are left out."""
+        if not call_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hgetall(self.keys.call(call_id))
+        rows = await pipe.execute()
+        return [decode_record(i, f) for i, f in zip(call_ids, rows, strict=True) if f]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from callqueue.api.deps import QueueDep, SettingsDep
-from callqueue.api.views import at
+from callqueue.api.views import CallView, at
 from callqueue.engine.reads import QueueSnapshot, queue_snapshot
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
@@ -109,6 +110,23 @@ async def queue_status(queue: QueueDep, settings: SettingsDep) -> QueueStatusVie
     snap = await queue_snapshot(queue)
     max_live, rate = settings.max_concurrent_calls, settings.rate_limit_per_second
     return QueueStatusView.of(queue.name, snap, max_live, rate, await queue.problems())
+
+
+class DeadLetterView(BaseModel):
+    count: int = Field(..., description="Failed calls listed (most recent first).")
+    calls: list[CallView] = Field(..., description="The failed calls, with their attempts.")
+
+
+@router.get("/dead-letter", summary="Failed calls (dead-letter view)")
+async def dead_letter(
+    queue: QueueDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+) -> DeadLetterView:
+    """Calls that failed for good (retries exhausted, or an outcome that is not retried),
+    most recent first, with every attempt's outcome and hangup cause. Kept for
+    RETENTION_SECONDS."""
+    records = await queue.records(await queue.dead_letter(limit))
+    return DeadLetterView(count=len(records), calls=[CallView.of(r) for r in records])
 
 
 @router.post("/pause", summary="Pause dispatch")
