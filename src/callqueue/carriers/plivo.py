@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 
 from callqueue.carriers.base import DialKind, DialRequest, DialResult
+from callqueue.carriers.http import carrier_client, send_dial
 from callqueue.carriers.urls import answer_url
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,10 @@ class PlivoCarrier:
 
     def __init__(self, config: PlivoConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._client = client or httpx.AsyncClient(
-            base_url=config.api_url.rstrip("/"),
-            auth=(config.auth_id, config.auth_token),
-            timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
-            headers={"User-Agent": "callqueue"},
-        )
+        self._client = client or carrier_client(
+            config.api_url, (config.auth_id, config.auth_token), config.timeout_s,
+            config.max_connections,
+        )  # fmt: skip
         self._calls = f"/v1/Account/{config.auth_id}/Call/"
 
     def request_body(self, request: DialRequest) -> dict[str, Any]:
@@ -105,18 +100,10 @@ class PlivoCarrier:
         return body
 
     async def dial(self, request: DialRequest) -> DialResult:
-        try:
-            response = await self._client.post(self._calls, json=self.request_body(request))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never left: nothing can be ringing.
-            return DialResult(
-                DialKind.REFUSED, reason=f"Plivo unreachable: {exc!r}", retry_after_s=2.0
-            )
-        except httpx.TimeoutException as exc:
-            return DialResult(DialKind.AMBIGUOUS, reason=f"Plivo did not answer: {exc!r}")
-        except httpx.HTTPError as exc:
-            return DialResult(DialKind.AMBIGUOUS, reason=f"Plivo request failed: {exc!r}")
-        return self.map_response(response)
+        response = await send_dial(
+            "Plivo", self._client.post(self._calls, json=self.request_body(request))
+        )
+        return response if isinstance(response, DialResult) else self.map_response(response)
 
     @staticmethod
     def map_response(response: httpx.Response) -> DialResult:

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 import httpx
 
 from callqueue.carriers.base import DialKind, DialRequest, DialResult
+from callqueue.carriers.http import carrier_client, send_dial
 from callqueue.carriers.urls import answer_url
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,10 @@ class TwilioCarrier:
 
     def __init__(self, config: TwilioConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._client = client or httpx.AsyncClient(
-            base_url=config.api_url.rstrip("/"),
-            auth=(config.account_sid, config.auth_token),
-            timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
-            headers={"User-Agent": "callqueue", "Accept": "application/json"},
-        )
+        self._client = client or carrier_client(
+            config.api_url, (config.account_sid, config.auth_token), config.timeout_s,
+            config.max_connections, {"Accept": "application/json"},
+        )  # fmt: skip
         self._account = f"/{API_VERSION}/Accounts/{config.account_sid}"
 
     def request_body(self, request: DialRequest) -> dict[str, str | list[str]]:
@@ -143,20 +138,11 @@ class TwilioCarrier:
         return body
 
     async def dial(self, request: DialRequest) -> DialResult:
-        try:
-            response = await self._client.post(
-                f"{self._account}/Calls.json", data=self.request_body(request)
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never left: nothing can be ringing.
-            return DialResult(
-                DialKind.REFUSED, reason=f"Twilio unreachable: {exc!r}", retry_after_s=2.0
-            )
-        except httpx.TimeoutException as exc:
-            return DialResult(DialKind.AMBIGUOUS, reason=f"Twilio did not answer: {exc!r}")
-        except httpx.HTTPError as exc:
-            return DialResult(DialKind.AMBIGUOUS, reason=f"Twilio request failed: {exc!r}")
-        return self.map_response(response)
+        response = await send_dial(
+            "Twilio",
+            self._client.post(f"{self._account}/Calls.json", data=self.request_body(request)),
+        )
+        return response if isinstance(response, DialResult) else self.map_response(response)
 
     @staticmethod
     def map_response(response: httpx.Response) -> DialResult:
