@@ -5,16 +5,15 @@ agent server pausing dispatch. Everything is asserted from the fake carrier's ow
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from e2e_support import clean_env, free_port, running
+from e2e_support import clean_env, free_port, running, until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -67,17 +66,6 @@ class Scenarios:
         if to.endswith("05") and first:
             return Scenario(outcome="failed", hangup_cause=CONCURRENCY_LIMIT_BREACHED)
         return Scenario(outcome="answered", **quick)
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

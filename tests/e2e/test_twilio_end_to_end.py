@@ -4,17 +4,15 @@ accepted, forged callbacks refused. Everything is asserted from the fake carrier
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-from e2e_support import clean_env, free_port, running
+from e2e_support import clean_env, free_port, running, until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -66,17 +64,6 @@ class Scenarios:
         if to.endswith("05"):
             return TwilioScenario(outcome="machine", ring_s=0.05, talk_s=30)
         return TwilioScenario(outcome="answered", duplicate_callbacks=to.endswith("06"), **quick)
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
