@@ -27,6 +27,7 @@ from callqueue.models import ClaimBlock, ClaimedCall, Outcome
 log = logging.getLogger(__name__)
 
 CARRIER_RETRY_S = 30.0  # after the carrier refused our credentials, try again this much later
+RECORDING_BACKLOG_FACTOR = 4  # dials being recorded, at most, per dial slot
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
 
 
@@ -38,6 +39,20 @@ class Watch(Protocol):
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _DialSlot:
+    """One of the ``concurrency`` dial slots, given back exactly once."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Dispatcher) -> None:
+        self._owner: Dispatcher | None = owner
+
+    def free(self) -> None:
+        if self._owner is not None:
+            owner, self._owner = self._owner, None
+            owner._slot_freed()
 
 
 class Dispatcher:
@@ -61,6 +76,9 @@ class Dispatcher:
         self.heartbeat_s = heartbeat_s
         self.waker = Waker(queue.client, queue.keys.wake_channel, self._hangup)
         self._idle_count = concurrency
+        # Dials whose carrier answer is still being recorded count here, not against
+        # `concurrency`; bounded so a slow Redis cannot pile up unrecorded dials.
+        self._max_inflight = concurrency * RECORDING_BACKLOG_FACTOR
         self._has_idle = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -133,12 +151,14 @@ class Dispatcher:
             while self._blocked and not self._stopping.is_set():
                 self._unblocked.clear()
                 await self._unblocked.wait()
-            while self._idle_count == 0 and not self._stopping.is_set():
+            while (
+                self._idle_count == 0 or len(self._inflight) >= self._max_inflight
+            ) and not self._stopping.is_set():
                 self._has_idle.clear()
                 await self._has_idle.wait()
             if self._stopping.is_set():
                 break
-            want = self._idle_count
+            want = min(self._idle_count, self._max_inflight - len(self._inflight))
             self.waker.clear()
             asked = loop.time()
             try:
@@ -166,12 +186,17 @@ class Dispatcher:
 
     def _start_dial(self, call: ClaimedCall, asked: float) -> None:
         self._idle_count -= 1
-        task = asyncio.create_task(self._dial(call, asked))
+        slot = _DialSlot(self)
+        task = asyncio.create_task(self._dial(call, asked, slot))
         self._inflight.add(task)
-        task.add_done_callback(self._dial_done)
+        task.add_done_callback(lambda t: self._dial_done(t, slot))
 
-    def _dial_done(self, task: asyncio.Task[None]) -> None:
+    def _dial_done(self, task: asyncio.Task[None], slot: _DialSlot) -> None:
         self._inflight.discard(task)
+        slot.free()
+        self._has_idle.set()  # a claim may also have waited for the recording backlog
+
+    def _slot_freed(self) -> None:
         self._idle_count += 1
         self._has_idle.set()
 
@@ -189,7 +214,7 @@ class Dispatcher:
             max_duration,
         )
 
-    async def _dial(self, call: ClaimedCall, asked: float) -> None:
+    async def _dial(self, call: ClaimedCall, asked: float, slot: _DialSlot) -> None:
         q = self.queue
         try:
             if (
@@ -204,9 +229,14 @@ class Dispatcher:
                     result = await self.carrier.dial(self._request(call))
             except Exception:  # the request may have gone out: assume it did
                 log.exception("dialing %s via %s gave no answer", call.call_id, self.carrier.name)
+                slot.free()
                 await q.ambiguous(call)
                 return
             self.dialed += 1
+            # The carrier has answered the dial request: what is left is bookkeeping, so the
+            # next call may be dialed meanwhile (recording overlaps the next claim). The task
+            # stays in flight until it is recorded, so a graceful stop still waits for it.
+            slot.free()
             if result.kind == DialKind.ACCEPTED:
                 outcome = await self.writer.submit(
                     q.event_call(

@@ -227,3 +227,4 @@ class EventResult:
     code: str
     status: CallStatus | None = None
     cancel_requested: bool = False
+    error: str = ""  # code "error": the script refused the move (a bug, never carrier input)

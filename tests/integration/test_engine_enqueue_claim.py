@@ -33,6 +33,19 @@ async def test_priority_order_then_fifo(make_queue: MakeQueue) -> None:
     assert (await q.claim(5)).blocked == ClaimBlock.EMPTY
 
 
+async def test_bulk_enqueue_keeps_input_order_across_its_scripts(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    # Many small scripts in flight at once, on several connections: whichever the server runs
+    # first, the calls come out in input order; a single enqueue meanwhile goes after them.
+    ids = [f"c{i:03d}" for i in range(300)]
+    await q.enqueue_many([spec(i) for i in ids], batch_size=7)
+    await q.enqueue(spec("later"))
+    claimed: list[str] = []
+    while len(claimed) < 301:
+        claimed += [c.call_id for c in (await q.claim(50)).calls]
+    assert claimed == [*ids, "later"]
+
+
 async def test_enqueue_is_idempotent_on_call_id(make_queue: MakeQueue) -> None:
     q = make_queue()
     first = await q.enqueue(spec("same", body_hash="h1"))

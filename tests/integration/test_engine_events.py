@@ -252,6 +252,30 @@ async def test_transition_table_is_enforced_inside_redis(make_queue: MakeQueue) 
         await q.accepted(call, "uuid")
 
 
+async def test_a_batch_of_events_applies_each_in_order_and_refuses_one_alone(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue()
+    await q.enqueue_many([spec("c1"), spec("c2")])
+    first, second = (await q.claim(2)).calls
+    await q.client.hset(q.keys.call(second.call_id), "st", "completed")  # corrupted
+    results = await q.events(
+        [
+            q.event_call(first.call_id, 1, "accepted", token=first.token, carrier_call_id="u1"),
+            q.event_call(second.call_id, 1, "accepted", token=second.token),
+            q.event_call(first.call_id, 1, CarrierEvent.ANSWERED),
+            q.event_call(first.call_id, 1, CarrierEvent.ANSWERED),  # the same twice
+            q.event_call(first.call_id, 1, "ended", end=EndFacts(Outcome.COMPLETED, duration_s=3)),
+        ]
+    )
+    assert [r.code for r in results] == ["ok", "error", "ok", "dup", "ok"]
+    assert "CQ_BAD_TRANSITION completed->ringing" in results[1].error
+    assert results[4].status == CallStatus.COMPLETED
+    record = await q.get(first.call_id)
+    assert record is not None and record.status == CallStatus.COMPLETED
+    assert record.attempts[0].carrier_call_id == "u1"
+
+
 async def test_machine_detection_ends_the_attempt_as_machine(make_queue: MakeQueue) -> None:
     q = make_queue(retry=FAST_RETRY)
     await q.enqueue(spec("c1", max_retries=0))

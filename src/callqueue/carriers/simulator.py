@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -92,7 +92,7 @@ class SimulatedCarrier:
         self._reporter = reporter
         self._rng = random.Random(self.profile.seed)
         self._outcomes = list(self.profile.mix)
-        self._weights = list(self.profile.mix.values())
+        self._cum_weights = list(itertools.accumulate(self.profile.mix.values()))
         self._ledger = Ledger(ledger) if ledger else None
         self._live: dict[str, tuple[asyncio.Task[None], DialRequest]] = {}
         self.dials = 0
@@ -110,7 +110,7 @@ class SimulatedCarrier:
         if roll < p.reject_rate:
             return DialResult(DialKind.REJECTED, reason="simulated invalid destination")
         self.dials += 1
-        carrier_id = uuid.uuid4().hex
+        carrier_id = os.urandom(16).hex()
         if self._ledger:
             self._ledger.write("dial", request, cid=carrier_id)
         if p.ring_s == (0, 0) and p.talk_s == (0, 0):
@@ -128,7 +128,7 @@ class SimulatedCarrier:
         return lo if hi == lo else self._rng.uniform(lo, hi)
 
     async def _play(self, request: DialRequest, carrier_id: str) -> None:
-        outcome = self._rng.choices(self._outcomes, self._weights)[0]
+        outcome = self._rng.choices(self._outcomes, cum_weights=self._cum_weights)[0]
         ring = min(self._span(self.profile.ring_s), float(request.ring_timeout_s))
         report = self._reporter.report
         if ring:

@@ -96,14 +96,15 @@ def _history(raw: bytes | str | None) -> list[HistoryEntry]:
 
 def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
     f = {k.decode(): v for k, v in fields.items()}
-    priority = Priority.from_rank(int(f["p"]))
+    # The priority is the high part of the ready score (enqueue.lua stores no field for it).
+    priority = Priority.from_rank(int(float(f["q"])) >> 40)
     spec = decode_spec(call_id, f["s"], priority, _text(f.get("h")) or "")
     outcome = _text(f.get("oc"))
     attempts = [decode_attempt(a) for a in _json_list(f.get("atts"))]
     if f.get("as") is not None:  # the attempt under way
         attempts.append(
             Attempt(
-                number=int(f["a"]),
+                number=int(f.get("a") or 0),
                 started_ms=int(f["as"]),
                 carrier_call_id=_text(f.get("cid")),
                 answered_ms=_int(f.get("an")),
@@ -115,7 +116,7 @@ def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
         attempts=attempts,
         history=_history(f.get("hist")),
         created_ms=_int(f.get("cr")) or 0,
-        updated_ms=_int(f.get("up")) or 0,
+        updated_ms=_int(f.get("up")) or _int(f.get("cr")) or 0,
         next_attempt_ms=_int(f.get("due")),
         outcome=Outcome(outcome) if outcome else None,
         cancel_requested=_text(f.get("cx")) == "1",

@@ -127,7 +127,15 @@ class EventWriter:
                             future.set_exception(exc)
                 log.exception("event batch failed")
                 return
-        for (_, waiters), result in zip(batch, results, strict=True):
+        for (call, waiters), result in zip(batch, results, strict=True):
+            if result.error:
+                log.error(
+                    "event %s of %s attempt %d refused: %s",
+                    call.kind,
+                    call.call_id,
+                    call.attempt,
+                    result.error,
+                )
             for future in waiters:
                 if not future.done():
                     future.set_result(result)

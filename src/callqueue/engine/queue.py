@@ -13,7 +13,7 @@ from typing import Any
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec
 from callqueue.engine.keys import QueueKeys
 from callqueue.engine.options import WORKER_TTL_S, QueueOptions
-from callqueue.engine.scripts import Script, ScriptArg, run_pipeline, scripts
+from callqueue.engine.scripts import Script, ScriptArg, ScriptError, run_pipeline, scripts
 from callqueue.models import (
     CallRecord,
     CallSpec,
@@ -30,8 +30,8 @@ from callqueue.models import (
 )
 
 BULK_BATCH = 1000
-PIPELINE_BATCHES = 4  # enqueue scripts per pipeline
-PIPELINES_IN_FLIGHT = 3
+SCRIPTS_IN_FLIGHT = 3  # bulk enqueue scripts sent and not yet answered
+EVENTS_PER_SCRIPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +122,10 @@ class CallQueue:
 
     # -- enqueue ----------------------------------------------------------------------------
     def _enqueue_call(
-        self, specs: Sequence[CallSpec], batch_id: str | None
+        self, specs: Sequence[CallSpec], batch_id: str | None, seq: int = 0, take: int = 0
     ) -> tuple[list[str], list[ScriptArg]]:
+        """enqueue.lua's keys and arguments. ``seq``: the arrival number of the first call
+        (0: the script takes ``take`` numbers, or one per call)."""
         k = self.keys
         keys = [
             k.ready,
@@ -137,6 +139,7 @@ class CallQueue:
         batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
         args: list[ScriptArg] = [k.wake_channel, batch_ttl_ms]
         args += ["1", batch_id] if batch_id else ["0", ""]
+        args += [seq, take or len(specs)]
         for spec in specs:
             keys.append(k.call(spec.call_id))
             args += [
@@ -152,19 +155,28 @@ class CallQueue:
         return keys, args
 
     @staticmethod
-    def _enqueue_results(reply: list[Any]) -> list[EnqueueResult]:
-        return [
-            EnqueueResult(
-                _s(reply[i]),
-                EnqueueState(_s(reply[i + 1])),
-                CallStatus(_s(reply[i + 2])) if _s(reply[i + 2]) else None,
-            )
-            for i in range(1, len(reply), 3)
-        ]
+    def _enqueue_results(specs: Sequence[CallSpec], reply: list[Any]) -> list[EnqueueResult]:
+        """Decodes enqueue.lua's compact reply: one letter per call, then the statuses of
+        the calls that already existed."""
+        codes = _s(reply[1])
+        existing = iter(reply[3:])
+        out = []
+        for spec, code in zip(specs, codes, strict=True):
+            if code == "q":
+                out.append(EnqueueResult(spec.call_id, EnqueueState.CREATED, CallStatus.QUEUED))
+            elif code == "s":
+                out.append(EnqueueResult(spec.call_id, EnqueueState.CREATED, CallStatus.SCHEDULED))
+            elif code == "d":
+                out.append(EnqueueResult(spec.call_id, EnqueueState.DNC, None))
+            else:
+                state = EnqueueState.EXISTS if code == "e" else EnqueueState.CONFLICT
+                out.append(EnqueueResult(spec.call_id, state, CallStatus(_s(next(existing)))))
+        return out
 
     async def enqueue(self, spec: CallSpec) -> EnqueueResult:
         keys, args = self._enqueue_call([spec], spec.batch_id)
-        return self._enqueue_results(await self._scripts.enqueue(self.client, keys, args))[0]
+        reply = await self._scripts.enqueue(self.client, keys, args)
+        return self._enqueue_results([spec], reply)[0]
 
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
@@ -172,25 +184,31 @@ class CallQueue:
         """Bulk enqueue: one script per ``batch_size`` calls.
 
         Each batch is atomic; the same call id twice (within or across requests) is one call.
-        Batches go out in a few pipelines at once, so packing the next overlaps the server
-        running the previous one.
+        The first script takes the arrival numbers of all the calls, so they keep their input
+        order (FIFO within a priority); the others then go out a few at a time, so packing the
+        next overlaps the server running the previous ones.
         """
         chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
-        groups = [chunks[i : i + PIPELINE_BATCHES] for i in range(0, len(chunks), PIPELINE_BATCHES)]
-        gate = asyncio.Semaphore(PIPELINES_IN_FLIGHT)
+        if not chunks:
+            return []
+        script = self._scripts.enqueue
+        keys, args = self._enqueue_call(chunks[0], batch_id, take=len(specs))
+        reply = await script(self.client, keys, args)
+        first_seq = int(reply[2])
+        results = self._enqueue_results(chunks[0], reply)
+        gate = asyncio.Semaphore(SCRIPTS_IN_FLIGHT)
 
-        async def send(group: list[Sequence[CallSpec]]) -> list[Any]:
-            calls = []
-            for chunk in group:
-                keys, args = self._enqueue_call(chunk, batch_id)
-                calls.append((self._scripts.enqueue, keys, args))
+        async def send(index: int, chunk: Sequence[CallSpec]) -> list[EnqueueResult]:
+            # Packed only once a slot is free: packing is synchronous, and packing every chunk
+            # up front would keep the event loop from writing the first ones to the server.
             async with gate:
-                return await run_pipeline(self.client, calls)
+                keys, args = self._enqueue_call(chunk, batch_id, seq=first_seq + index)
+                reply = await script(self.client, keys, args)
+            return self._enqueue_results(chunk, reply)
 
-        results: list[EnqueueResult] = []
-        for replies in await asyncio.gather(*(send(g) for g in groups)):
-            for reply in replies:
-                results += self._enqueue_results(reply)
+        rest = [send(i * batch_size, c) for i, c in enumerate(chunks) if i > 0]
+        for part in await asyncio.gather(*rest):
+            results += part
         return results
 
     # -- claim ------------------------------------------------------------------------------
@@ -256,59 +274,82 @@ class CallQueue:
     ) -> EventCall:
         return EventCall(call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms)
 
-    def _event_script(self, ev: EventCall) -> tuple[Script, list[str], list[ScriptArg]]:
-        k, e = self.keys, ev.end
-        answered = ev.answered_ms if ev.answered_ms is not None else (e.answered_ms if e else None)
-        args: list[ScriptArg] = [
-            ev.call_id,
-            ev.attempt,
-            ev.kind,
-            ev.token,
-            ev.carrier_call_id or (e.carrier_call_id if e else ""),
-            e.outcome.value if e else "",
-            e.hangup_cause if e else "",
-            "" if e is None or e.duration_s is None else e.duration_s,
-            "" if e is None or e.bill_duration_s is None else e.bill_duration_s,
-            "" if answered is None else answered,
-            "" if e is None or e.ended_ms is None else e.ended_ms,
-            k.wake_channel,
-            *self._policy_args(),
-        ]
-        keys = [
-            k.call(ev.call_id),
-            k.live,
-            k.leases,
-            k.scheduled,
-            k.finished,
-            k.dead,
-            k.stats,
-            k.ready,
-            k.control,
-        ]
+    def _event_batch(
+        self, events: Sequence[EventCall]
+    ) -> tuple[Script, list[str], list[ScriptArg]]:
+        """One event.lua run for ``events`` (applied in order, each as if alone)."""
+        k = self.keys
+        keys = [k.live, k.leases, k.scheduled, k.finished, k.dead, k.stats, k.ready, k.control]
+        args: list[ScriptArg] = [k.wake_channel, *self._policy_args(0.0)]
+        for ev in events:
+            e = ev.end
+            answered = (
+                ev.answered_ms if ev.answered_ms is not None else (e.answered_ms if e else None)
+            )
+            keys.append(k.call(ev.call_id))
+            if e is None:
+                args += [
+                    ev.call_id, ev.attempt, ev.kind, ev.token, ev.carrier_call_id,
+                    "", "", "", "", "" if answered is None else answered, "", 0,
+                ]  # fmt: skip
+            else:
+                args += [
+                    ev.call_id,
+                    ev.attempt,
+                    ev.kind,
+                    ev.token,
+                    ev.carrier_call_id or e.carrier_call_id,
+                    e.outcome.value,
+                    e.hangup_cause,
+                    "" if e.duration_s is None else e.duration_s,
+                    "" if e.bill_duration_s is None else e.bill_duration_s,
+                    "" if answered is None else answered,
+                    "" if e.ended_ms is None else e.ended_ms,
+                    random.random(),
+                ]
         return self._scripts.event, keys, args
 
     @staticmethod
-    def event_result(reply: list[Any]) -> EventResult:
-        code, status = _s(reply[0]), _s(reply[1])
-        return EventResult(
-            applied=code == "ok",
-            code=code,
-            status=CallStatus(status) if status else None,
-            cancel_requested=_s(reply[2]) == "1",
-        )
+    def _event_results(reply: list[Any]) -> list[EventResult]:
+        out = []
+        for i in range(0, len(reply), 3):
+            code, status = _s(reply[i]), _s(reply[i + 1])
+            if code == "error":  # a refused move: a bug, reported for this event alone
+                out.append(EventResult(applied=False, code="error", error=f"event: {status}"))
+                continue
+            out.append(
+                EventResult(
+                    applied=code == "ok",
+                    code=code,
+                    status=CallStatus(status) if status else None,
+                    cancel_requested=_s(reply[i + 2]) == "1",
+                )
+            )
+        return out
 
     async def event(
         self, call_id: str, attempt: int, kind: CarrierEvent | str, **kw: Any
     ) -> EventResult:
-        script, keys, args = self._event_script(self.event_call(call_id, attempt, kind, **kw))
-        return self.event_result(await script(self.client, keys, args))
+        script, keys, args = self._event_batch([self.event_call(call_id, attempt, kind, **kw)])
+        result = self._event_results(await script(self.client, keys, args))[0]
+        if result.error:
+            raise ScriptError(result.error)
+        return result
 
     async def events(self, calls: Iterable[EventCall]) -> list[EventResult]:
-        """Many events in one round trip (each still its own atomic script)."""
-        batch = [self._event_script(c) for c in calls]
-        if not batch:
+        """Many events in one round trip: one script run per ``EVENTS_PER_SCRIPT`` events
+        (a run blocks the server, so it is kept short), in order."""
+        events = list(calls)
+        if not events:
             return []
-        return [self.event_result(r) for r in await run_pipeline(self.client, batch)]
+        batches = [
+            self._event_batch(events[i : i + EVENTS_PER_SCRIPT])
+            for i in range(0, len(events), EVENTS_PER_SCRIPT)
+        ]
+        out: list[EventResult] = []
+        for reply in await run_pipeline(self.client, batches):
+            out += self._event_results(reply)
+        return out
 
     async def accepted(self, call: ClaimedCall, carrier_call_id: str) -> EventResult:
         return await self.event(

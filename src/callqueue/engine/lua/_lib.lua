@@ -15,10 +15,10 @@ end
 
 -- History: one line per transition, "ms|status|note", newest last, at most `limit` lines.
 -- Plain string appends: no JSON work on the hot path. Takes the current (hist, hn) values and
--- returns the new ones.
+-- returns the new ones. A new call's hash has its first line but no count (enqueue.lua).
 local function add_history(h, n, at, status, note, limit)
+  n = (tonumber(n) or ((h and h ~= '') and 1 or 0)) + 1
   h = (h or '') .. at .. '|' .. status .. '|' .. string.gsub(note or '', '\n', ' ') .. '\n'
-  n = tonumber(n or '0') + 1
   while n > limit do
     h = string.sub(h, string.find(h, '\n', 1, true) + 1)
     n = n - 1

@@ -13,6 +13,7 @@ local now = now_ms()
 
 local f = redis.call('HMGET', key, 'st', 'a', 'cid', 'cx')
 local st = f[1]
+f[2] = f[2] or '0'  -- a call never dialed has no attempt number
 if not st then return {'not_found', '', 0, ''} end
 if TERMINAL[st] then return {'final', st, tonumber(f[2]), f[3] or ''} end
 if st == 'scheduled' or st == 'queued' then
