@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     sim_seed: int | None = None
     log_level: str = "INFO"
     log_file: str | None = None
+    otel_telemetry: bool = Field(
+        False, description="FastAPI's native OpenTelemetry spans, metrics and logs per request"
+    )
     shutdown_timeout: float = Field(8, gt=0, le=60)
 
     @field_validator("retry_on")

@@ -78,15 +78,17 @@ async def test_valid_rows_are_queued_next_to_invalid_ones(
         "not an object",
         row(4, unknown=1),
         row(5, priority="urgent"),
+        row(6, call_config={"variables": {"n": 10**30}}),  # kept exact, then refused
     ]
     reply = await client.post("/api/calls/bulk-queue", json={"batch_id": "mixed", "calls": calls})
     assert reply.status_code == 201, reply.text
     body = reply.json()
-    assert (body["total"], body["queued"], body["rejected_count"]) == (6, 2, 4)
+    assert (body["total"], body["queued"], body["rejected_count"]) == (7, 2, 5)
     ids = body["call_ids"]
-    assert ids[0] and ids[5] and ids[1:5] == [None] * 4
+    assert ids[0] and ids[5] and ids[1:5] == [None] * 4 and ids[6] is None
     rejected = {r["index"]: r["errors"] for r in body["rejected"]}
-    assert list(rejected) == [1, 2, 3, 4]
+    assert list(rejected) == [1, 2, 3, 4, 6]
+    assert [e["loc"] for e in rejected[6]] == [["call_config", "variables"]]
     assert [e["loc"] for e in rejected[1]] == [["phone_number"]]
     assert {tuple(e["loc"]) for e in rejected[2]} == {("priority",), ("max_retries",)}
     assert [e["loc"] for e in rejected[4]] == [["unknown"]]

@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 
 from callqueue import __version__
-from callqueue.api.auth import ApiKeyGate, require_api_key
+from callqueue.api.auth import ApiKeyGate, add_security_to_openapi
 from callqueue.api.errors import ERRORS, install_error_handlers
 from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
 from callqueue.api.routes import batches, calls, dnc, health, queue, twilio_webhooks, webhooks
-from callqueue.api.schemas import BulkQueueRequest
+from callqueue.api.schemas import BulkQueueRequest, QueueCallRequest
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
 
@@ -33,20 +34,23 @@ the field at fault. When API_KEYS is set, every route except `/api/health` needs
 """
 
 
-def _add_bulk_schema(app: FastAPI) -> None:
-    """The bulk route parses its body itself (row by row), so FastAPI does not see its model:
-    publish the schema by hand, its nested models next to the others."""
+def _complete_openapi(app: FastAPI, bodies: tuple[type[BaseModel], ...]) -> None:
+    """The hot routes parse their bodies themselves, so FastAPI does not see those models:
+    publish their schemas by hand (nested models next to the others), and the API-key security
+    that the middleware enforces."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = original()
-        bulk = BulkQueueRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in bulk.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["BulkQueueRequest"] = bulk
+        for model in bodies:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in body.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[model.__name__] = body
+        add_security_to_openapi(schema)
         app.openapi_schema = schema
         return schema
 
@@ -71,7 +75,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if owned:
                 await app.state.runtime.aclose()
 
+    otel = settings.otel_telemetry
     app = FastAPI(
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel, "operation_spans": otel},
         title="callqueue",
         version=__version__,
         description=DESCRIPTION,
@@ -92,7 +98,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.add_middleware(ApiKeyGate, keys=settings.api_key_list)  # outermost: runs first
 
-    protected = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS)
+    protected = APIRouter(responses=ERRORS)
     protected.include_router(batches.router)  # before calls: /api/calls/bulk-queue is literal
     protected.include_router(calls.router)
     protected.include_router(queue.router)
@@ -101,5 +107,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)  # public
     app.include_router(webhooks.router)  # public, but every callback's signature is checked
     app.include_router(twilio_webhooks.router)
-    _add_bulk_schema(app)
+    _complete_openapi(app, (QueueCallRequest, BulkQueueRequest))
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -80,6 +81,14 @@ def make_server(runtime: Runtime) -> _Server:
 Announce = Callable[[Runtime, Dispatcher | None], None]
 
 
+def settle_heap() -> None:
+    """Moves everything alive after start-up (modules, FastAPI and pydantic state: hundreds of
+    thousands of objects) out of the garbage collector's sight: otherwise every full
+    collection walks them all, a pause of tens of milliseconds in the middle of requests."""
+    gc.collect()
+    gc.freeze()
+
+
 class _Stopper:
     """The first stop signal asks everything to finish; a second one cuts the wait short."""
 
@@ -137,6 +146,7 @@ async def serve(runtime: Runtime, *, dispatch: bool, announce: Announce | None =
             await dispatcher.start()
         if announce is not None:
             announce(runtime, dispatcher)
+        settle_heap()
         await stopper.wait(http)
         await _shutdown(http, dispatcher, settings.shutdown_timeout)
         log.info("stopped")

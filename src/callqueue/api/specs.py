@@ -43,9 +43,18 @@ def body_hash(normal: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+_NAMESPACE_BYTES = BATCH_ROW_NAMESPACE.bytes
+
+
 def batch_row_id(batch_id: str, index: int) -> str:
-    """The id of row ``index`` of a batch when it has no custom_call_id: the same on a replay."""
-    return uuid.uuid5(BATCH_ROW_NAMESPACE, f"{batch_id}/{index}").hex
+    """The id of row ``index`` of a batch when it has no custom_call_id: the same on a replay.
+
+    It is ``uuid.uuid5(BATCH_ROW_NAMESPACE, f"{batch_id}/{index}").hex``, computed without
+    building UUID objects (a tenth of a bulk row's CPU otherwise)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{batch_id}/{index}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest[:16].hex()
 
 
 def to_spec(request: QueueCallRequest, call_id: str, batch_id: str | None = None) -> CallSpec:

@@ -23,6 +23,7 @@ import redis.retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from callqueue.engine.lean import LeanPool
 from callqueue.engine.packing import CONNECTION_CLASSES
 
 __all__ = ["AsyncClient", "SyncClient", "connect", "connect_sync", "describe"]
@@ -103,11 +104,11 @@ def connect(
         return redis.asyncio.cluster.RedisCluster.from_url(
             url, retry=retry, connection_class=CONNECTION_CLASSES[scheme], **options
         )
-    client = redis.asyncio.Redis.from_url(url, retry=retry, **options)
+    pool = LeanPool.from_url(url, retry=retry, **options)
     # from_url lets the URL's scheme pick the connection class (unix, TLS); keep that choice's
     # transport but pack commands with hiredis.
-    client.connection_pool.connection_class = CONNECTION_CLASSES[scheme]
-    return client
+    pool.connection_class = CONNECTION_CLASSES[scheme]
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def connect_sync(

@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from callqueue.engine.lean import LeanPool
 from callqueue.models import TRANSITIONS
 
 ScriptArg = str | int | float | bytes
@@ -87,13 +88,15 @@ class Script:
         self.function = library.function(name)
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
+        pool = getattr(client, "connection_pool", None)
+        run = pool.execute if isinstance(pool, LeanPool) else client.execute_command
         try:
-            return await client.fcall(self.function, len(keys), *keys, *args)
+            return await run("FCALL", self.function, len(keys), *keys, *args)
         except ResponseError as exc:
             if not _is_missing(exc):
                 raise _translate(self.name, exc) from exc
         await self.library.load(client)
-        return await client.fcall(self.function, len(keys), *keys, *args)
+        return await run("FCALL", self.function, len(keys), *keys, *args)
 
     def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[ScriptArg]) -> None:
         pipe.fcall(self.function, len(keys), *keys, *args)
