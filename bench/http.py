@@ -1,5 +1,7 @@
 """Sub-benchmarks over real HTTP: a ``callqueue api`` process (its own interpreter, uvicorn as
-shipped) on a private embedded server, driven with httpx from this process.
+shipped) on a private embedded server, driven from this process (httpx for bulk requests; the
+raw keep-alive client of bench/loadgen.py for the latency run, where httpx's own CPU per request
+would be measured as much as the server's).
 
 The server process is started with ``python -m callqueue.cli api`` on a free loopback port,
 ``REDIS_URL`` = the private server's unix socket and a queue name of its own; it has no
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import shutil
 import signal
@@ -34,6 +37,7 @@ import httpx
 import orjson
 
 from bench.common import CAMPAIGN, PHONE, percentile, private_server
+from bench.loadgen import RawClients, post_request
 from bench.registry import BenchContext, Measured, benchmark
 from callqueue.config import Settings
 
@@ -346,34 +350,50 @@ async def http_bulk_enqueue(ctx: BenchContext) -> Measured:
 async def _latency_round(
     base_url: str, bodies: list[bytes], clients: int
 ) -> tuple[list[float], float]:
-    """``clients`` concurrent keep-alive clients, each sending one request at a time until
-    ``bodies`` are used up; returns (latencies in ms, seconds for the round)."""
+    """``clients`` concurrent keep-alive connections (the raw client of bench/loadgen.py), each
+    sending one request at a time until ``bodies`` are used up; returns (latencies in ms,
+    seconds for the round)."""
     latencies: list[float] = []
     next_body = 0
-    headers = {"content-type": "application/json"}
-    conns = [http_client(base_url, timeout_s=30.0) for _ in range(clients)]
-    try:
-        await asyncio.gather(*(conn.get("/api/health") for conn in conns))  # connect first
+    host, port = _host_port(base_url)
+    requests = [post_request(host, "/api/calls/queue", body) for body in bodies]
+    async with RawClients(host, port, clients) as pool:  # connected outside the timing
 
         async def client(c: int) -> None:
             nonlocal next_body
-            conn = conns[c]
-            while next_body < len(bodies):
-                body = bodies[next_body]
+            conn = pool.connections[c]
+            while next_body < len(requests):
+                request = requests[next_body]
                 next_body += 1
                 t0 = time.perf_counter()
-                reply = await conn.post("/api/calls/queue", content=body, headers=headers)
+                status, body = await conn.send(request)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                if reply.status_code != 201:
-                    raise RuntimeError(f"queue answered {reply.status_code}: {reply.text}")
+                if status != 201:
+                    raise RuntimeError(f"queue answered {status}: {body[:300]!r}")
 
-        t0 = time.perf_counter()
-        await _run_clients(clients, client)
-        elapsed = time.perf_counter() - t0
-    finally:
-        for conn in conns:
-            await conn.aclose()
+        with _no_gc_pauses():
+            t0 = time.perf_counter()
+            await _run_clients(clients, client)
+            elapsed = time.perf_counter() - t0
     return latencies, elapsed
+
+
+@contextlib.contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """The garbage collector off in this (load generator) process while it measures: a full
+    collection of its heap stalls every request in flight, and that is not the server's
+    latency. The server runs as shipped."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _host_port(base_url: str) -> tuple[str, int]:
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    return host, int(port)
 
 
 def _single_bodies(prefix: str, count: int) -> list[bytes]:
@@ -421,6 +441,7 @@ async def http_queue_latency(ctx: BenchContext) -> Measured:
         notes=["http queue rounds (p50 / p99 / max ms, requests/s): " + "; ".join(
                    f"{a:.1f} / {b:.1f} / {c:.1f}, {d:,.0f}/s"
                    for a, b, c, d in zip(p50s, p99s, maxima, rates, strict=True)),
-               "http queue CPU by process (bench = the 50 httpx clients): " + "; ".join(cpu),
+               "http queue CPU by process (bench = the 50 raw keep-alive clients): "
+               + "; ".join(cpu),
                *notes],
     )  # fmt: skip
