@@ -19,6 +19,7 @@ from callqueue.engine.connection import connect
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue, EndFacts, EventCall
+from callqueue.engine.reads import queued_total
 from callqueue.models import CallSpec, CallStatus, CarrierEvent, EventResult, Outcome, Priority
 
 # The seed's example call (README, "Queue a single call").
@@ -254,7 +255,7 @@ class InProcessWorker:
                 exc = None if task.cancelled() else task.exception()
                 state = f"ended ({exc!r})" if exc else "ended"
             tasks.append(f"{task.get_name()} {state}")
-        ready = await queue.client.zcard(queue.keys.ready)
+        ready = await queued_total(queue)
         return (
             f"dispatcher dialed {self.dispatcher.dialed}, settled {self.counter.settled}, "
             f"failed {self.counter.failed}; tasks: {', '.join(tasks) or 'none'}; "

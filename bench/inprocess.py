@@ -19,6 +19,7 @@ from bench.common import (
 from bench.registry import BenchContext, Measured, benchmark
 from callqueue.carriers.base import DialRequest
 from callqueue.engine.queue import CallQueue
+from callqueue.engine.reads import queued_total
 from callqueue.models import CallSpec, EnqueueState
 
 BULK_BATCH = 1_000
@@ -117,7 +118,7 @@ async def fill_paused(queue: CallQueue, n: int, callers: int = 1) -> None:
         return make_specs(i * BULK_BATCH, min(BULK_BATCH, n - i * BULK_BATCH))
 
     created = await enqueue_concurrently(queue, batches, batch, callers)
-    ready = int(await queue.client.zcard(queue.keys.ready))
+    ready = int(await queued_total(queue))
     if created != n or ready != n:
         raise RuntimeError(f"filled {created} calls ({ready} ready), expected {n}")
 
@@ -237,7 +238,7 @@ async def redis_memory(ctx: BenchContext) -> Measured:
             specs = make_specs(0, n)
             results = await queue.enqueue_many(specs, batch_size=BULK_BATCH)
             _check_created(sum(1 for r in results if r.state == EnqueueState.CREATED), n)
-            ready = await queue.client.zcard(queue.keys.ready)
+            ready = await queued_total(queue)
         # Measured on a fresh connection after the filling client is gone, so its buffers
         # are not counted.
         after = await used_memory(server.local_url)

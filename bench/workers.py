@@ -30,6 +30,7 @@ from callqueue.carriers.simulator import read_ledger
 from callqueue.config import Settings
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
+from callqueue.engine.reads import queued_total
 
 PROCESSES = 3
 DIALS_IN_FLIGHT = 10  # QUEUE_WORKERS of each process
@@ -158,7 +159,7 @@ async def run_workers(
                 end = start + duration_s
                 await asyncio.sleep(max(0.0, end - time.time()))
                 next_dial = await _dial_at_or_after(ledger_path, end, timeout_s=10)
-                backlog_left = int(await queue.client.zcard(queue.keys.ready))
+                backlog_left = int(await queued_total(queue))
                 raw = await queue.client.hgetall(queue.keys.stats)
                 stats = {k.decode(): v.decode() for k, v in raw.items()}
                 codes = stop_workers(procs)

@@ -18,6 +18,7 @@ import uuid
 from typing import Protocol
 
 from callqueue.carriers.base import Carrier, DialKind, DialRequest
+from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import HEARTBEAT_S, WORKER_TTL_S
 from callqueue.engine.queue import CallQueue, EndFacts
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CARRIER_RETRY_S = 30.0  # after the carrier refused our credentials, try again this much later
 RECORDING_BACKLOG_FACTOR = 4  # dials being recorded, at most, per dial slot
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
+ZONES_REFRESH_S = 3600.0  # time-zone offsets for calling windows are renewed this often
 
 
 class Watch(Protocol):
@@ -92,6 +94,7 @@ class Dispatcher:
         self._margin_s = queue.options.rate_margin_ms / 1000 if limit else None
         self.dialed = 0
         self.released_late = 0
+        self._zones_due = 0.0
 
     def add_watch(self, watch: Watch) -> None:
         """Something that may pause dispatch (the agent server's health), run with it."""
@@ -301,9 +304,23 @@ class Dispatcher:
             log.exception("hang-up of %s failed", call_id)
 
     # -- reaper and heartbeat ---------------------------------------------------------------
+    async def _refresh_zones(self) -> None:
+        """Renews the recorded time-zone offsets the claim checks calling windows with (an
+        entry knows the zone's next change only, so it must be renewed between changes)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._zones_due:
+            return
+        self._zones_due = loop.time() + ZONES_REFRESH_S
+        try:
+            await CampaignEngine(self.queue).refresh_zones()
+        except Exception as exc:
+            self._zones_due = loop.time() + 60.0
+            log.warning("refreshing time-zone offsets failed: %s", exc)
+
     async def _maintenance_loop(self) -> None:
         while True:
             delay = self.heartbeat_s
+            await self._refresh_zones()
             try:
                 result = await self.queue.reap(self.worker_id, worker_ttl_s=WORKER_TTL_S)
                 if result.lost_attempts:

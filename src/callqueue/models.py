@@ -57,7 +57,9 @@ LIVE_STATUSES = frozenset({CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN
 S = CallStatus
 TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.DIALING, S.CANCELLED}),
+    # queued -> scheduled: outside its calling window when its turn came, it waits for the
+    # window to open.
+    S.QUEUED: frozenset({S.DIALING, S.SCHEDULED, S.CANCELLED}),
     # dialing -> queued/scheduled: the carrier refused the request, no attempt used.
     S.DIALING: frozenset(
         {S.RINGING, S.IN_PROGRESS, S.QUEUED, S.SCHEDULED, S.COMPLETED, S.FAILED, S.CANCELLED}
@@ -127,10 +129,14 @@ class CallSpec:
     campaign_id: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    max_retries: int = 3
+    # Further attempts allowed; None: the campaign's retry policy says (else DEFAULT_RETRIES).
+    max_retries: int | None = None
     scheduled_at_ms: int | None = None  # epoch ms; None or past: dial as soon as possible
     batch_id: str | None = None
     body_hash: str = ""  # fingerprint of the request, to tell a replay from a conflict
+    # IANA time zones of the callee (a number may span several): a campaign's calling window is
+    # checked in each. Empty: unknown (the window's own time zone is used).
+    time_zones: tuple[str, ...] = ()
 
     @property
     def max_duration_s(self) -> int | None:
@@ -138,11 +144,17 @@ class CallSpec:
         return int(value) if value is not None else None
 
 
+#: Retries of a call that sets no max_retries, in a campaign whose policy sets none (the seed's
+#: default). Mirrored by DEFAULT_RETRIES in engine/lua/_lib.lua.
+DEFAULT_RETRIES = 3
+
+
 class EnqueueState(StrEnum):
     CREATED = "created"
     EXISTS = "exists"  # same id, same request: nothing queued twice
     CONFLICT = "conflict"  # same id, different request
     DNC = "dnc"  # the number is on the do-not-call list: nothing queued
+    CAMPAIGN_CANCELLED = "campaign_cancelled"  # its campaign was cancelled: nothing queued
 
 
 @dataclass(frozen=True, slots=True)

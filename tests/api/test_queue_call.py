@@ -42,7 +42,7 @@ async def test_minimal_body_gets_a_random_id(client: httpx.AsyncClient, runtime:
         ids.add(call_id)
     assert len(ids) == 2
     record = await runtime.queue.get(ids.pop())
-    assert record is not None and record.spec.max_retries == 3
+    assert record is not None and record.spec.max_retries is None  # the campaign decides (3)
     assert record.spec.priority == "normal"
 
 
@@ -104,7 +104,8 @@ async def test_explicit_defaults_equal_absent_ones(client: httpx.AsyncClient) ->
     long = {
         **short,
         "priority": "normal",
-        "max_retries": 3,
+        "max_retries": None,  # absent: the campaign's policy decides (an explicit 3 is not that)
+        "timezone": None,
         "campaign_id": None,
         "scheduled_at": None,
         "call_config": {"recording_enabled": False, "voice": None},
@@ -118,6 +119,8 @@ async def test_explicit_defaults_equal_absent_ones(client: httpx.AsyncClient) ->
     [
         {"priority": "high"},
         {"max_retries": 2},
+        {"max_retries": None},
+        {"timezone": "Asia/Kolkata"},
         {"phone_number": "+14155552671"},
         {"scheduled_at": "2025-01-15T14:31:00Z"},
         {"campaign_id": "campaign-124"},

@@ -15,6 +15,7 @@ from callqueue.carriers.simulator import SimProfile, SimulatedCarrier, read_ledg
 from callqueue.dispatcher import Dispatcher
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
+from callqueue.engine.reads import queued_total
 from callqueue.models import CallStatus, Outcome, RetryPolicy
 
 FAST = RetryPolicy(base_delay_s=0.02, max_delay_s=0.05)
@@ -166,7 +167,7 @@ async def test_graceful_stop_finishes_dials_in_flight(
     assert time.monotonic() - started < 10
     leases = await q.client.zcard(q.keys.leases)
     assert leases == 0, "every dial in flight was answered and recorded before exit"
-    remaining = await q.client.zcard(q.keys.ready)
+    remaining = await queued_total(q)
     counts = await statuses(q, [f"c{i}" for i in range(50)])
     assert counts[CallStatus.QUEUED] == remaining  # untouched calls simply wait
     assert counts[CallStatus.COMPLETED] + remaining == 50

@@ -75,7 +75,14 @@ def test_options_reject_nonsense_and_derive_the_rate_window() -> None:
 def test_all_keys_of_a_queue_share_one_hash_tag() -> None:
     keys = QueueKeys("campaigns")
     names = [
-        keys.ready,
+        keys.campaign_ready("c1"),
+        keys.campaign_index,
+        keys.campaign("c1"),
+        keys.campaign_live("c1"),
+        keys.campaign_rate_log("c1"),
+        keys.campaign_stats("c1"),
+        keys.campaigns,
+        keys.zone_offsets,
         keys.scheduled,
         keys.live,
         keys.leases,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import phonenumbers
+from phonenumbers import timezone as pn_timezone
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from callqueue.models import Priority
+from callqueue.windows import zone_exists, zones_of_parsed
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
 MAX_VARIABLES = 50
@@ -65,7 +67,19 @@ SEED_BULK: dict[str, Any] = {
 StrictInt = Annotated[int, Field(strict=True)]
 
 
-def normalize_phone(value: str) -> str:
+class E164(str):
+    """A phone number in E.164 form that also knows the callee's time zones (IANA names; empty
+    when unknown), taken from the number while it was parsed."""
+
+    zones: tuple[str, ...]
+
+    def __new__(cls, text: str, zones: tuple[str, ...] = ()) -> E164:
+        self = super().__new__(cls, text)
+        self.zones = zones
+        return self
+
+
+def normalize_phone(value: str) -> E164:
     """E.164 form of an international number ("+91 91234-56789" -> "+919123456789")."""
     text = value.strip()
     if text.startswith("00"):
@@ -79,9 +93,12 @@ def normalize_phone(value: str) -> str:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"is not a phone number ({exc})") from None
-    if not phonenumbers.is_valid_number(number):
+    # time_zones_for_number works out the number's type, which is what validity is: known
+    # zones mean a valid number, and only numbers without zone data need the separate check.
+    zones = zones_of_parsed(pn_timezone.time_zones_for_number(number))
+    if not zones and not phonenumbers.is_valid_number(number):
         raise ValueError(f"{value!r} is not a valid phone number for its country code")
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return E164(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zones)
 
 
 def _finite(value: JsonValue) -> bool:
@@ -223,12 +240,22 @@ class QueueCallRequest(BaseModel):
         description="urgent, high, normal or low; higher ones are dialed first.",
         examples=["normal"],
     )
-    max_retries: StrictInt = Field(
-        3,
+    max_retries: StrictInt | None = Field(
+        None,
         ge=0,
         le=10,
-        description="Further attempts after a busy, unanswered or failed one (0-10).",
+        description="Further attempts after a busy, unanswered or failed one (0-10). Absent: "
+        "the campaign's retry policy decides (3 when it sets none).",
         examples=[3],
+    )
+    timezone: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The callee's IANA time zone, for the campaign's calling window. Absent: "
+        "taken from the number (a number spanning several zones is called only when the "
+        "window is open in all of them).",
+        examples=["Asia/Kolkata"],
     )
 
     @field_validator("custom_call_id")
@@ -242,6 +269,20 @@ class QueueCallRequest(BaseModel):
     @classmethod
     def _e164(cls, value: str) -> str:
         return normalize_phone(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and not zone_exists(value):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Asia/Kolkata")
+        return value
+
+    @property
+    def time_zones(self) -> tuple[str, ...]:
+        """The callee's zones: the given one, else the number's (empty when unknown)."""
+        if self.timezone is not None:
+            return (self.timezone,)
+        return getattr(self.phone_number, "zones", ())
 
     @field_validator("scheduled_at", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ def canonical(request: QueueCallRequest) -> dict[str, Any]:
         "scheduled_at_ms": (scheduled - EPOCH) // MILLISECOND if scheduled else None,
         "priority": request.priority.value,
         "max_retries": request.max_retries,
+        "timezone": request.timezone,
     }
 
 
@@ -69,6 +70,7 @@ def to_spec(request: QueueCallRequest, call_id: str, batch_id: str | None = None
         scheduled_at_ms=normal["scheduled_at_ms"],
         batch_id=batch_id,
         body_hash=body_hash(normal),
+        time_zones=request.time_zones,
     )
 
 

@@ -90,7 +90,14 @@ class CallView(BaseModel):
     call_config: dict[str, Any] = Field(
         ..., description="As queued (normalised); the voice bot reads `variables` from here."
     )
-    max_retries: int = Field(..., description="Further attempts allowed after the first.")
+    max_retries: int | None = Field(
+        ..., description="Further attempts allowed after the first; null: the campaign's retry "
+        "policy decides (3 when it sets none).",
+    )  # fmt: skip
+    time_zones: list[str] = Field(
+        ..., description="The callee's time zones, for calling windows (empty: unknown).",
+        examples=[["Asia/Kolkata"]],
+    )  # fmt: skip
     scheduled_at: datetime | None = Field(None, description="As queued.")
     created_at: datetime = Field(..., description="When it was queued.")
     updated_at: datetime = Field(..., description="Last change.")
@@ -116,6 +123,7 @@ class CallView(BaseModel):
             batch_id=spec.batch_id,
             call_config=spec.config,
             max_retries=spec.max_retries,
+            time_zones=list(spec.time_zones),
             scheduled_at=at_or_none(spec.scheduled_at_ms),
             created_at=at(record.created_ms),
             updated_at=at(record.updated_ms),

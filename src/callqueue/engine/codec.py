@@ -3,7 +3,7 @@ stored once per call, and a queue holds millions of calls."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,7 +20,9 @@ from callqueue.models import (
 
 
 def encode_spec(spec: CallSpec) -> bytes:
-    data: dict[str, Any] = {"to": spec.phone_number, "mr": spec.max_retries}
+    data: dict[str, Any] = {"to": spec.phone_number}
+    if spec.max_retries is not None:
+        data["mr"] = spec.max_retries
     if spec.campaign_id is not None:
         data["cp"] = spec.campaign_id
     if spec.config:
@@ -29,7 +31,7 @@ def encode_spec(spec: CallSpec) -> bytes:
         data["sa"] = spec.scheduled_at_ms
     if spec.batch_id is not None:
         data["b"] = spec.batch_id
-    return orjson.dumps(data)
+    return orjson.dumps(data)  # time zones live in the call's own field `tz` (claim reads it)
 
 
 def decode_spec(
@@ -42,7 +44,7 @@ def decode_spec(
         campaign_id=data.get("cp"),
         config=data.get("cfg") or {},
         priority=priority,
-        max_retries=int(data["mr"]),
+        max_retries=int(data["mr"]) if data.get("mr") is not None else None,
         scheduled_at_ms=data.get("sa"),
         batch_id=data.get("b"),
         body_hash=body_hash,
@@ -99,6 +101,9 @@ def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
     # The priority is the high part of the ready score (enqueue.lua stores no field for it).
     priority = Priority.from_rank(int(float(f["q"])) >> 40)
     spec = decode_spec(call_id, f["s"], priority, _text(f.get("h")) or "")
+    zones = _text(f.get("tz"))
+    if zones:
+        spec = replace(spec, time_zones=tuple(zones.split(",")))
     outcome = _text(f.get("oc"))
     attempts = [decode_attempt(a) for a in _json_list(f.get("atts"))]
     if f.get("as") is not None:  # the attempt under way

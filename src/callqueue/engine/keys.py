@@ -40,10 +40,43 @@ class QueueKeys:
         """Passed in KEYS to scripts that pop call ids (claim, reap): same slot as the rest."""
         return f"{self.prefix}c:"
 
+    # -- campaigns: the scripts derive these names from ``prefix`` (see ckey in _lib.lua) --------
+    def campaign(self, campaign_id: str) -> str:
+        """HASH of a campaign's settings and state."""
+        return f"{self.prefix}cp:{campaign_id}"
+
+    def campaign_ready(self, campaign_id: str) -> str:
+        """ZSET of a campaign's queued calls; score = priority rank * 2^40 + arrival sequence.
+        The calls of no campaign are campaign ``""``."""
+        return f"{self.prefix}r:{campaign_id}"
+
+    def campaign_live(self, campaign_id: str) -> str:
+        """ZSET of a campaign's attempts holding a live-call slot; score = end of longest life."""
+        return f"{self.prefix}lv:{campaign_id}"
+
+    def campaign_rate_log(self, campaign_id: str) -> str:
+        """ZSET sliding log of a campaign's dial grants (its own dial-rate limiter)."""
+        return f"{self.prefix}rt:{campaign_id}"
+
+    def campaign_stats(self, campaign_id: str) -> str:
+        """HASH of a campaign's counters (enqueued, open, dialed, outcomes, durations)."""
+        return f"{self.prefix}cs:{campaign_id}"
+
     @property
-    def ready(self) -> str:
-        """ZSET of queued calls; score = priority rank * 2^40 + arrival sequence."""
-        return f"{self.prefix}ready"
+    def campaign_index(self) -> str:
+        """ZSET of campaigns with queued calls that may be dialed; score = priority rank of the
+        first queued call * 2^40 + the campaign's pass (campaigns take turns by pass)."""
+        return f"{self.prefix}camps"
+
+    @property
+    def campaigns(self) -> str:
+        """ZSET of every campaign id by creation time (the registry)."""
+        return f"{self.prefix}campaigns"
+
+    @property
+    def zone_offsets(self) -> str:
+        """HASH time zone -> its UTC offsets around now (what claim needs for calling windows)."""
+        return f"{self.prefix}tzoff"
 
     @property
     def scheduled(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from callqueue.models import (
     Outcome,
     Priority,
 )
+from callqueue.windows import zone_offset_entry
 
 BULK_BATCH = 1000
 SCRIPTS_IN_FLIGHT = 3  # bulk enqueue scripts sent and not yet answered
@@ -90,6 +92,7 @@ class CallQueue:
         self._scripts = scripts()
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
+        self._zones_known: set[str] = set()  # time zones whose offsets this process recorded
 
     @property
     def name(self) -> str:
@@ -128,12 +131,15 @@ class CallQueue:
         (0: the script takes ``take`` numbers, or one per call)."""
         k = self.keys
         keys = [
-            k.ready,
+            k.prefix,
+            k.campaign_index,
             k.scheduled,
             k.seq,
             k.stats,
             k.batch(batch_id) if batch_id else k.seq,
             k.dnc,
+            k.control,
+            k.campaigns,
         ]
         # A batch's index outlives its calls: retention after the last enqueue, plus 30 days.
         batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
@@ -147,10 +153,12 @@ class CallQueue:
                 encode_spec(spec),
                 spec.priority.rank,
                 spec.scheduled_at_ms or 0,
-                spec.max_retries,
+                "" if spec.max_retries is None else spec.max_retries,
                 spec.max_duration_s or 0,
                 spec.body_hash,
                 spec.phone_number,
+                spec.campaign_id or "",
+                ",".join(spec.time_zones),
             ]
         return keys, args
 
@@ -168,12 +176,31 @@ class CallQueue:
                 out.append(EnqueueResult(spec.call_id, EnqueueState.CREATED, CallStatus.SCHEDULED))
             elif code == "d":
                 out.append(EnqueueResult(spec.call_id, EnqueueState.DNC, None))
+            elif code == "x":
+                out.append(EnqueueResult(spec.call_id, EnqueueState.CAMPAIGN_CANCELLED, None))
             else:
                 state = EnqueueState.EXISTS if code == "e" else EnqueueState.CONFLICT
                 out.append(EnqueueResult(spec.call_id, state, CallStatus(_s(next(existing)))))
         return out
 
+    async def register_zones(self, zones: Iterable[str], now_ms: int | None = None) -> None:
+        """Records the UTC offsets of ``zones`` around now: the claim checks calling windows
+        with them (it has no time-zone database)."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        args: list[ScriptArg] = []
+        for zone in sorted(set(zones)):
+            args += [zone, zone_offset_entry(zone, now)]
+        if args:
+            await self._scripts.zones(self.client, [self.keys.zone_offsets], args)
+        self._zones_known.update(zones)
+
+    async def _know_zones(self, specs: Sequence[CallSpec]) -> None:
+        new = {z for spec in specs for z in spec.time_zones} - self._zones_known
+        if new:
+            await self.register_zones(new)
+
     async def enqueue(self, spec: CallSpec) -> EnqueueResult:
+        await self._know_zones([spec])
         keys, args = self._enqueue_call([spec], spec.batch_id)
         reply = await self._scripts.enqueue(self.client, keys, args)
         return self._enqueue_results([spec], reply)[0]
@@ -191,6 +218,7 @@ class CallQueue:
         chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
         if not chunks:
             return []
+        await self._know_zones(specs)
         script = self._scripts.enqueue
         keys, args = self._enqueue_call(chunks[0], batch_id, take=len(specs))
         reply = await script(self.client, keys, args)
@@ -217,7 +245,8 @@ class CallQueue:
         reply = await self._scripts.claim(
             self.client,
             [
-                k.ready,
+                k.prefix,
+                k.campaign_index,
                 k.scheduled,
                 k.live,
                 k.leases,
@@ -229,6 +258,7 @@ class CallQueue:
                 k.dnc,
                 k.finished,
                 k.dead,
+                k.zone_offsets,
             ],
             [
                 want,
@@ -243,6 +273,7 @@ class CallQueue:
                 int((o.dial_lease_s + o.ring_timeout_s + o.grace_s) * 1000),
                 o.default_max_duration_s * 1000,
                 o.retention_s * 1000,
+                o.rate_margin_ms,
             ],
         )
         now = int(reply[0])
@@ -279,7 +310,10 @@ class CallQueue:
     ) -> tuple[Script, list[str], list[ScriptArg]]:
         """One event.lua run for ``events`` (applied in order, each as if alone)."""
         k = self.keys
-        keys = [k.live, k.leases, k.scheduled, k.finished, k.dead, k.stats, k.ready, k.control]
+        keys = [
+            k.prefix, k.campaign_index, k.live, k.leases, k.scheduled, k.finished, k.dead,
+            k.stats, k.control,
+        ]  # fmt: skip
         args: list[ScriptArg] = [k.wake_channel, *self._policy_args(0.0)]
         for ev in events:
             e = ev.end
@@ -387,7 +421,8 @@ class CallQueue:
             self.client,
             [
                 k.call(call.call_id),
-                k.ready,
+                k.prefix,
+                k.campaign_index,
                 k.scheduled,
                 k.live,
                 k.leases,
@@ -420,7 +455,16 @@ class CallQueue:
         k = self.keys
         reply = await self._scripts.cancel(
             self.client,
-            [k.call(call_id), k.ready, k.scheduled, k.finished, k.dead, k.stats],
+            [
+                k.call(call_id),
+                k.prefix,
+                k.scheduled,
+                k.finished,
+                k.dead,
+                k.stats,
+                k.campaign_index,
+                k.control,
+            ],
             [call_id, reason, k.wake_channel, *self._policy_args()],
         )
         status = _s(reply[1])
@@ -448,10 +492,12 @@ class CallQueue:
                 k.finished,
                 k.dead,
                 k.stats,
-                k.ready,
+                k.prefix,
                 k.workers,
                 k.dials_per_second,
                 k.call_prefix,
+                k.campaign_index,
+                k.control,
             ],
             [
                 limit,

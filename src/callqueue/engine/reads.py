@@ -19,7 +19,7 @@ from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
-#: Score band of one priority level in the ready ZSET (score = rank * 2**40 + arrival seq).
+#: Score band of one priority level in a ready ZSET (score = rank * 2**40 + arrival seq).
 PRIORITY_BAND = 2**40
 #: A worker counts as alive when its last heartbeat is at most this old.
 WORKER_TTL_MS = int(WORKER_TTL_S * 1000)
@@ -158,11 +158,40 @@ async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatu
     return counts
 
 
+async def campaign_ids(queue: CallQueue) -> list[str]:
+    """Every campaign of the queue, oldest first, and ``""`` (the calls of no campaign)."""
+    return ["", *(_text(c) for c in await queue.client.zrange(queue.keys.campaigns, 0, -1))]
+
+
+async def queued_by_priority(
+    queue: CallQueue, campaigns: Sequence[str] | None = None
+) -> dict[Priority, int]:
+    """Queued calls by priority, over ``campaigns`` (default: all of them)."""
+    ids = await campaign_ids(queue) if campaigns is None else list(campaigns)
+    counts = dict.fromkeys(Priority, 0)
+    for start in range(0, len(ids), CHUNK // 4):
+        pipe = queue.client.pipeline(transaction=False)
+        for cp in ids[start : start + CHUNK // 4]:
+            ready = queue.keys.campaign_ready(cp)
+            for p in Priority:
+                low = p.rank * PRIORITY_BAND
+                pipe.zcount(ready, low, f"({low + PRIORITY_BAND}")
+        replies = await pipe.execute()
+        for i, n in enumerate(replies):
+            counts[list(Priority)[i % len(Priority)]] += int(n)
+    return counts
+
+
+async def queued_total(queue: CallQueue) -> int:
+    """Calls queued now (waiting for their turn), over every campaign."""
+    return sum((await queued_by_priority(queue)).values())
+
+
 async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> QueueSnapshot:
     k = queue.keys
     now = await server_now_ms(queue)
+    by_priority_now = await queued_by_priority(queue)
     pipe = queue.client.pipeline(transaction=False)
-    pipe.zcard(k.ready)
     pipe.zcard(k.scheduled)
     pipe.zrange(k.live, 0, -1, withscores=True)
     pipe.zrange(k.rate_log, 0, -1, withscores=True)
@@ -170,11 +199,7 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
     pipe.hgetall(k.dials_per_second)
     pipe.hget(k.control, "paused")
     pipe.zrange(k.workers, 0, -1, withscores=True)
-    for p in Priority:
-        low = p.rank * PRIORITY_BAND
-        pipe.zcount(k.ready, low, f"({low + PRIORITY_BAND}")
     (
-        queued,
         scheduled,
         live,
         rate_log,
@@ -182,7 +207,6 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
         dps_raw,
         paused,
         workers,
-        *by_priority,
     ) = await pipe.execute()
     counters = decode_counters(stats_raw)
     dps = {_int(sec): _int(n) for sec, n in dps_raw.items()}
@@ -194,9 +218,9 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -
     return QueueSnapshot(
         now_ms=now,
         paused=_text(paused) == "1" if paused is not None else False,
-        queued=int(queued),
+        queued=sum(by_priority_now.values()),
         scheduled=int(scheduled),
-        queued_by_priority={p: int(n) for p, n in zip(Priority, by_priority, strict=True)},
+        queued_by_priority=by_priority_now,
         live_slots=len(live_ids),
         live_by_status=await _live_statuses(queue, live_ids),
         final_by_status=counters.final_by_status,

@@ -25,7 +25,12 @@ from callqueue.models import TRANSITIONS
 
 ScriptArg = str | int | float | bytes
 
-NAMES = ("enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc")
+NAMES = (
+    "enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc", "campaign", "zones",
+)  # fmt: skip
+#: Shared helpers, in this order, before the transitions: the library's own (``_lib``) and the
+#: calling-window arithmetic (``_window``).
+HELPERS = ("_lib", "_window")
 
 
 class ScriptError(RuntimeError):
@@ -58,14 +63,19 @@ class Library:
     """The function library, and a way to (re)load it on every primary."""
 
     def __init__(self) -> None:
-        parts = [_transition_table(), _read("_lib")]
+        parts = [_transition_table(), *(_read(h) for h in HELPERS)]
         for name in NAMES:
             parts.append(f"local function cq_{name}(KEYS, ARGV)\n{_read(name)}\nend\n")
         body = "\n".join(parts)
         self.version = hashlib.sha1(body.encode()).hexdigest()[:10]
         self.name = f"callqueue_{self.version}"
+        # Every run starts with fresh per-run state and ends by writing the counters it summed
+        # (see PENDING in _lib.lua), whichever way the transition returns.
         registrations = "\n".join(
-            f"redis.register_function('{self.function(n)}', cq_{n})" for n in NAMES
+            f"redis.register_function('{self.function(n)}', function(KEYS, ARGV)\n"
+            f"  invocation_start()\n  local reply = cq_{n}(KEYS, ARGV)\n  stats_flush()\n"
+            f"  return reply\nend)"
+            for n in NAMES
         )
         self.code = f"#!lua name={self.name}\n{body}\n{registrations}\n"
 
@@ -135,6 +145,8 @@ class Scripts:
         self.reap = Script(self.library, "reap")
         self.control = Script(self.library, "control")
         self.dnc = Script(self.library, "dnc")
+        self.campaign = Script(self.library, "campaign")
+        self.zones = Script(self.library, "zones")
 
     async def load_all(self, client: Any) -> None:
         await self.library.load(client)

@@ -8,6 +8,99 @@ local LIVE = {dialing = true, ringing = true, in_progress = true}
 -- Phase of the current attempt: a carrier event never moves it backwards.
 local PHASE = {accepted = 1, ringing = 1, answered = 2, ended = 3}
 
+-- Per-invocation state, reset by the wrapper engine/scripts.py puts around every function:
+-- counter increments are summed here and written once per field at the end of the run (a
+-- batch of 100 events then costs one HINCRBY per counter, not one per event), and campaign
+-- settings are read once per run.
+local PENDING = {}
+local CAMPAIGNS = {}
+local MAYBE_DONE = {}  -- campaigns whose last open call may have ended in this run
+
+local function invocation_start()
+  PENDING = {}
+  CAMPAIGNS = {}
+  MAYBE_DONE = {}
+end
+
+local function stat(key, field, n)
+  local t = PENDING[key]
+  if not t then
+    t = {}
+    PENDING[key] = t
+  end
+  t[field] = (t[field] or 0) + n
+end
+
+local function stats_flush()
+  for key, fields in pairs(PENDING) do
+    for field, n in pairs(fields) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+    end
+  end
+  PENDING = {}
+  -- `open` counts a campaign's calls not yet final: at 0 the campaign is complete.
+  for _, c in pairs(MAYBE_DONE) do
+    if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 and
+        redis.call('HGET', c.key, 'st') == 'active' then
+      redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
+    end
+  end
+  MAYBE_DONE = {}
+end
+
+-- Keys derived from the queue prefix (passed in KEYS: it carries the queue's hash tag, so every
+-- derived key is in the same cluster slot). The names mirror engine/keys.py.
+local function ckey(prefix, kind, cp) return prefix .. kind .. ':' .. cp end
+local BAND = 1099511627776  -- 2^40: a ready score is priority rank * BAND + arrival sequence
+-- Retries of a call that set no max_retries and whose campaign sets none (the seed's default).
+local DEFAULT_RETRIES = 3
+
+-- A campaign's settings, read once per run. The calls of no campaign ('') form one more
+-- campaign with no settings of its own.
+local function campaign(prefix, cp)
+  local c = CAMPAIGNS[cp]
+  if c then return c end
+  c = {id = cp, st = 'active', mc = 0, rl = 0, w = 1, key = ckey(prefix, 'cp', cp),
+    ready = ckey(prefix, 'r', cp), live = ckey(prefix, 'lv', cp), rate = ckey(prefix, 'rt', cp),
+    stats = ckey(prefix, 'cs', cp)}
+  if cp ~= '' then
+    local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp')
+    c.st = f[1] or 'active'
+    c.mc, c.rl = tonumber(f[2] or '0'), tonumber(f[3] or '0')
+    c.w = tonumber(f[4] or '1')
+    c.win, c.wtz, c.rp = f[5], f[6], f[7]
+    if f[8] == '1' then c.st = 'pending' end  -- zones of its calls are being filled in
+  end
+  CAMPAIGNS[cp] = c
+  return c
+end
+
+-- The campaign index (KEYS: index ZSET): campaigns with queued calls that may be dialed, scored
+-- priority rank of their first queued call * BAND + their pass. Within a priority the lowest
+-- pass goes first, and each dial advances a campaign's pass by 1 / weight: campaigns take turns
+-- (stride scheduling) and a small campaign queued behind a big one starts at once, because it
+-- joins at the current virtual time (the pass of the last dial granted, `vt` in control).
+local function index_touch(index, ctl, c)
+  if c.st ~= 'active' then
+    redis.call('ZREM', index, c.id)
+    return
+  end
+  local head = redis.call('ZRANGE', c.ready, 0, 0, 'WITHSCORES')
+  if not head[2] then
+    redis.call('ZREM', index, c.id)
+    return
+  end
+  local rank = math.floor(tonumber(head[2]) / BAND)
+  local cur = redis.call('ZSCORE', index, c.id)
+  local pass
+  if cur then
+    pass = tonumber(cur) % BAND
+  else
+    pass = tonumber(redis.call('HGET', ctl, 'vt') or '0')
+  end
+  redis.call('ZADD', index, rank * BAND + pass, c.id)
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -66,25 +159,35 @@ local function slot_freed(live_key, channel, at, max_live)
   end
 end
 
--- Ends a call for good: terminal status, indexes, counters, retention. Extra field/value
--- pairs are written with the status.
--- K: {finished, dead, stats, ready, sched}
-local function finish_with(K, key, id, from, final, at, note, P, h, n, ...)
+-- Ends a call for good: terminal status, indexes, counters, retention. `cp` is the call's
+-- campaign ('' for none). Extra field/value pairs are written with the status.
+-- K: {prefix, index, ctl, finished, dead, stats, sched}
+local function finish_with(K, key, id, from, final, at, note, P, h, n, cp, ...)
   local err = move_with(key, from, final, at, note, P.hist_limit, h, n, 'fin', at, ...)
   if err then return err end
   redis.call('HDEL', key, 'tk', 'due', 'as', 'an', 'cid')
-  if from == 'queued' then redis.call('ZREM', K.ready, id) end
+  local c = campaign(K.prefix, cp or '')
+  if from == 'queued' then
+    redis.call('ZREM', c.ready, id)
+    index_touch(K.index, K.ctl, c)
+  end
   if from == 'scheduled' then redis.call('ZREM', K.sched, id) end
   redis.call('ZADD', K.finished, at, id)
   if final == 'failed' then redis.call('ZADD', K.dead, at, id) end
-  redis.call('HINCRBY', K.stats, 'final:' .. final, 1)
+  stat(K.stats, 'final:' .. final, 1)
+  if c.id ~= '' then
+    stat(c.stats, 'final:' .. final, 1)
+    stat(c.stats, 'open', -1)
+    c.done_at = at
+    MAYBE_DONE[c.id] = c  -- looked at once the counters are written (stats_flush)
+  end
   if P.retention_ms > 0 then redis.call('PEXPIRE', key, P.retention_ms) end
   return false
 end
 
-local function finish(K, key, id, from, final, at, note, P, ...)
+local function finish(K, key, id, from, final, at, note, P, cp, ...)
   local f = redis.call('HMGET', key, 'hist', 'hn')
-  return finish_with(K, key, id, from, final, at, note, P, f[1], f[2], ...)
+  return finish_with(K, key, id, from, final, at, note, P, f[1], f[2], cp, ...)
 end
 
 -- The carrier pushed back (HTTP 429, concurrency breach): the global dial rate is cut in half
@@ -115,16 +218,31 @@ local function parse_policy(argv, i)
   return P
 end
 
--- Ends attempt `n` of a live call with `outcome`, gives back its live-call slot, then
--- completes the call, schedules its next attempt with backoff, or fails it for good.
--- K: {live, leases, sched, finished, dead, stats, ready, channel, ctl}
+-- A campaign's retry policy ('rp', set by the campaigns API) overrides the queue's:
+-- "outcomes csv|max retries ('' = the call's)|delay ms|lin or exp|factor|max delay ms".
+local function campaign_retry(c, P)
+  if not c.rp or c.rp == '' then return nil end
+  local on, mr, base, mode, factor, cap = string.match(c.rp,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if not on then return nil end
+  local R = {retry_on = {}, max_retries = tonumber(mr), base_ms = tonumber(base),
+    linear = mode == 'lin', factor = tonumber(factor) or 2, cap_ms = tonumber(cap)}
+  for o in string.gmatch(on, '[^,]+') do R.retry_on[o] = true end
+  return R
+end
+
+-- Ends attempt `n` of a live call with `outcome`, gives back its live-call slots (global and
+-- campaign), then completes the call, schedules its next attempt with backoff, or fails it.
+-- K: {prefix, index, live, leases, sched, finished, dead, stats, channel, ctl}
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
+  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
+    'mach', 'fr', 'cp')
+  local c = campaign(K.prefix, f[12] or '')
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
-  local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach', 'fr')
+  if redis.call('ZREM', c.live, id) == 1 then slot_freed(c.live, K.channel, at, c.mc) end
   local throttled = outcome == 'throttled' and f[6] ~= '1'
   if outcome == 'completed' and f[10] == '1' then outcome = 'machine' end
   local cid = (facts.cid and facts.cid ~= '') and facts.cid or (f[3] or nil)
@@ -134,11 +252,17 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local enc = cjson.encode(rec)
   local atts = (f[4] and f[4] ~= '' and f[4] ~= '[]') and (string.sub(f[4], 1, -2) .. ',' .. enc .. ']')
     or ('[' .. enc .. ']')
-  redis.call('HINCRBY', K.stats, 'o:' .. outcome, 1)
+  stat(K.stats, 'o:' .. outcome, 1)
+  if c.id ~= '' then stat(c.stats, 'o:' .. outcome, 1) end
   local d = tonumber(facts.d)
   if outcome == 'completed' and d then
-    redis.call('HINCRBY', K.stats, 'dur_ms', math.floor(d * 1000 + 0.5))
-    redis.call('HINCRBY', K.stats, 'dur_n', 1)
+    local ms = math.floor(d * 1000 + 0.5)
+    stat(K.stats, 'dur_ms', ms)
+    stat(K.stats, 'dur_n', 1)
+    if c.id ~= '' then
+      stat(c.stats, 'dur_ms', ms)
+      stat(c.stats, 'dur_n', 1)
+    end
   end
   local st = f[5]
   if throttled then
@@ -157,13 +281,24 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     redis.call('PUBLISH', K.channel, 'd')
     return 'scheduled'
   end
+  local R = campaign_retry(c, P)
+  local retry_on = R and R.retry_on or P.retry_on
+  local max_retries = tonumber(f[7] or '') or (R and R.max_retries) or DEFAULT_RETRIES
   local final
   if f[6] == '1' then  -- cancelled by request: hung up whatever the carrier reports
     final = 'cancelled'
   elseif outcome == 'completed' then
     final = 'completed'
-  elseif P.retry_on[outcome] and n - tonumber(f[11] or '0') <= tonumber(f[7]) then
-    local delay = math.min(P.cap_ms, P.base_ms * (P.factor ^ (n - 1)))
+  elseif retry_on[outcome] and n - tonumber(f[11] or '0') <= max_retries then
+    local delay
+    if R and R.linear then
+      delay = R.base_ms * n
+    elseif R then
+      delay = R.base_ms * (R.factor ^ (n - 1))
+    else
+      delay = P.base_ms * (P.factor ^ (n - 1))
+    end
+    delay = math.min((R and R.cap_ms) or P.cap_ms, delay)
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
     local due = at + delay
     local err = move_with(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
@@ -174,13 +309,13 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     redis.call('ZADD', K.sched, due, id)
     if head[2] == nil or due < tonumber(head[2]) then redis.call('PUBLISH', K.channel, 'd') end
     return 'scheduled'
-  elseif outcome == 'machine' and P.machine_done then
+  elseif outcome == 'machine' and (P.machine_done or (R and R.retry_on['+machine_done'])) then
     final = 'completed'  -- policy: a machine answered, the call counts as done
   else
     final = 'failed'
   end
-  local err = finish_with(K, key, id, st, final, at, outcome, P, f[8], f[9], 'atts', atts, 'ph', 3,
-    'oc', outcome)
+  local err = finish_with(K, key, id, st, final, at, outcome, P, f[8], f[9], f[12], 'atts', atts,
+    'ph', 3, 'oc', outcome)
   if err then return err end
   return final
 end

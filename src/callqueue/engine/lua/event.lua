@@ -2,8 +2,9 @@
 -- event is applied in order, as if alone). Idempotent and order-proof: an attempt's phase only
 -- moves forward (dialing < ringing < answered < ended), so a repeated or late event changes
 -- nothing; events for another attempt number change nothing.
--- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
--- KEYS[7] ready  KEYS[8] control  KEYS[8+i] call key of the i-th event
+-- KEYS[1] queue prefix (derived keys)  KEYS[2] campaign index  KEYS[3] live  KEYS[4] leases
+-- KEYS[5] sched  KEYS[6] finished  KEYS[7] dead  KEYS[8] stats  KEYS[9] control
+-- KEYS[9+i] call key of the i-th event
 -- ARGV[1] wake channel  ARGV[2..11] settle policy (see parse_policy; its rand is unused)
 -- then 12 per event: call id, attempt, kind (accepted | ringing | answered | ended |
 --   ambiguous | machine: answering machine detected, the attempt ends as `machine`),
@@ -11,8 +12,9 @@
 --   duration s, bill duration s, answered ms, ended ms, rand (0-1, for retry jitter)
 -- Returns: {code1, status1, cancel_requested1, code2, ...}; code is ok | dup | stale | token |
 --   not_found | error (then status holds the error text: a bug, never carrier input)
-local K = {live = KEYS[1], leases = KEYS[2], sched = KEYS[3], finished = KEYS[4],
-  dead = KEYS[5], stats = KEYS[6], ready = KEYS[7], ctl = KEYS[8], channel = ARGV[1]}
+local K = {prefix = KEYS[1], index = KEYS[2], live = KEYS[3], leases = KEYS[4], sched = KEYS[5],
+  finished = KEYS[6], dead = KEYS[7], stats = KEYS[8], ctl = KEYS[9], channel = ARGV[1]}
+local FIRST_CALL_KEY = 10
 local P = parse_policy(ARGV, 2)
 local hist_limit = P.hist_limit
 local now = now_ms()
@@ -96,8 +98,8 @@ local function apply(key, b)
 end
 
 local out = {}
-for i = 1, #KEYS - 8 do
-  local code, status, cx = apply(KEYS[8 + i], 12 + (i - 1) * 12)
+for i = 1, #KEYS - (FIRST_CALL_KEY - 1) do
+  local code, status, cx = apply(KEYS[FIRST_CALL_KEY - 1 + i], 12 + (i - 1) * 12)
   out[#out + 1] = code
   out[#out + 1] = status
   out[#out + 1] = cx

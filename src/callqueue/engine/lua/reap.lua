@@ -5,13 +5,14 @@
 --    + grace): the attempt is over for sure; it ends as `lost` and the retry policy applies.
 --  * finished/dead indexes and worker heartbeats older than their retention are trimmed.
 -- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
--- KEYS[7] ready  KEYS[8] workers  KEYS[9] dials-per-second  KEYS[10] call key prefix
+-- KEYS[7] queue prefix (derived keys)  KEYS[8] workers  KEYS[9] dials-per-second
+-- KEYS[10] call key prefix  KEYS[11] campaign index  KEYS[12] control
 -- ARGV[1] limit per kind  ARGV[2] worker id ('' none)  ARGV[3] worker ttl ms  ARGV[4] wake channel
 -- ARGV[5..14] settle policy (see parse_policy)  ARGV[15] leaving (0/1): the worker stops, so
 --   its heartbeat is removed instead of renewed
 -- Returns: {lapsed leases, lost attempts, next expiry ms (-1 none), now}
 local K = {live = KEYS[1], leases = KEYS[2], sched = KEYS[3], finished = KEYS[4], dead = KEYS[5],
-  stats = KEYS[6], ready = KEYS[7], channel = ARGV[4]}
+  stats = KEYS[6], prefix = KEYS[7], index = KEYS[11], ctl = KEYS[12], channel = ARGV[4]}
 local workers, dps, prefix = KEYS[8], KEYS[9], KEYS[10]
 local limit, worker, worker_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local P = parse_policy(ARGV, 5)
@@ -28,7 +29,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 
       'the attempt\'s longest life has passed', P.hist_limit)
   end
 end
-if lapsed > 0 then redis.call('HINCRBY', K.stats, 'lapsed_leases', lapsed) end
+if lapsed > 0 then stat(K.stats, 'lapsed_leases', lapsed) end
 
 local lost = 0
 local expired = redis.call('ZRANGEBYSCORE', K.live, '-inf', now, 'LIMIT', 0, limit)
@@ -42,6 +43,8 @@ for i, id in ipairs(expired) do
     if type(result) == 'table' then return result end
   else
     redis.call('ZREM', K.live, id)
+    local cp = f[1] and redis.call('HGET', key, 'cp') or nil
+    if cp then redis.call('ZREM', ckey(K.prefix, 'lv', cp), id) end
   end
 end
 

@@ -2,36 +2,43 @@
 -- no call was placed, so the attempt is given back unused and the call returns to the queue
 -- at its place in line (or after `delay_ms`). Only the lease holder may do this, and only
 -- while the carrier has said nothing else about the attempt.
--- KEYS[1] call key  KEYS[2] ready  KEYS[3] sched  KEYS[4] live  KEYS[5] leases
--- KEYS[6] finished  KEYS[7] dead  KEYS[8] stats  KEYS[9] control  KEYS[10] rate log
+-- KEYS[1] call key  KEYS[2] queue prefix (derived keys)  KEYS[3] campaign index  KEYS[4] sched
+-- KEYS[5] live  KEYS[6] leases  KEYS[7] finished  KEYS[8] dead  KEYS[9] stats  KEYS[10] control
+-- KEYS[11] rate log
 -- ARGV[1] call id  ARGV[2] attempt  ARGV[3] token  ARGV[4] delay ms  ARGV[5] reason
 -- ARGV[6] wake channel  ARGV[7..16] settle policy (see parse_policy)  ARGV[17] throttle (0/1):
 --   the carrier pushed back, so the global dial rate backs off for a while  ARGV[18] unsent
---   (0/1): no request ever left, so the attempt's dial-rate token is given back too
+--   (0/1): no request ever left, so the attempt's dial-rate tokens are given back too
 -- Returns: {code, status}; code is ok | token | stale | not_found
 local key = KEYS[1]
-local K = {ready = KEYS[2], sched = KEYS[3], live = KEYS[4], leases = KEYS[5],
-  finished = KEYS[6], dead = KEYS[7], stats = KEYS[8], channel = ARGV[6]}
+local K = {prefix = KEYS[2], index = KEYS[3], sched = KEYS[4], live = KEYS[5], leases = KEYS[6],
+  finished = KEYS[7], dead = KEYS[8], stats = KEYS[9], ctl = KEYS[10], channel = ARGV[6]}
 local id, n, token, delay, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local P = parse_policy(ARGV, 7)
 local now = now_ms()
-if ARGV[17] == '1' then throttle(KEYS[9], now, P.backoff_ms) end
-if ARGV[18] == '1' then redis.call('ZREM', KEYS[10], token) end
+if ARGV[17] == '1' then throttle(K.ctl, now, P.backoff_ms) end
 
-local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q')
+local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q', 'cp')
 if not f[1] then return {'not_found', ''} end
 if f[4] ~= token then return {'token', f[1]} end
 if tonumber(f[2]) ~= n or tonumber(f[3] or '0') ~= 0 then return {'stale', f[1]} end
+local c = campaign(K.prefix, f[7] or '')
+if ARGV[18] == '1' then
+  redis.call('ZREM', KEYS[11], token)
+  redis.call('ZREM', c.rate, token)
+end
 
 redis.call('ZREM', K.live, id)
 redis.call('ZREM', K.leases, id)
 slot_freed(K.live, K.channel, now, P.max_live)
+if redis.call('ZREM', c.live, id) == 1 then slot_freed(c.live, K.channel, now, c.mc) end
 redis.call('HSET', key, 'a', n - 1)
 redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
-redis.call('HINCRBY', K.stats, 'released', 1)
+stat(K.stats, 'released', 1)
+if c.id ~= '' then stat(c.stats, 'released', 1) end
 local note = 'carrier refused the request (' .. reason .. '); no attempt used'
 if f[5] == '1' then
-  local err = finish(K, key, id, f[1], 'cancelled', now, note, P)
+  local err = finish(K, key, id, f[1], 'cancelled', now, note, P, c.id)
   if err then return err end
   return {'ok', 'cancelled'}
 end
@@ -44,6 +51,7 @@ if delay > 0 then
 end
 local err = move(key, f[1], 'queued', now, note, P.hist_limit)
 if err then return err end
-redis.call('ZADD', K.ready, f[6], id)
+redis.call('ZADD', c.ready, f[6], id)
+index_touch(K.index, K.ctl, c)
 redis.call('PUBLISH', K.channel, 'e')
 return {'ok', 'queued'}

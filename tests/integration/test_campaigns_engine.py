@@ -1,0 +1,188 @@
+"""Campaigns in the engine: turns within a priority, their own limits together with the global
+ones, pause/resume/cancel, completion, retry policy, calling windows at claim time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine_support import MakeQueue
+
+from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignRetry
+from callqueue.engine.queue import CallQueue, EndFacts
+from callqueue.engine.reads import queued_total
+from callqueue.models import CallSpec, CallStatus, ClaimBlock, Outcome, Priority
+from callqueue.windows import CallingWindow
+
+NO_LIMITS = {"max_live_calls": 0, "rate_per_second": 0}
+
+
+def call(call_id: str, campaign: str | None, priority: Priority = Priority.NORMAL,
+         **kw: object) -> CallSpec:  # fmt: skip
+    number = kw.pop("phone_number", "+919876500001")
+    return CallSpec(call_id=call_id, phone_number=str(number), campaign_id=campaign,
+                    priority=priority, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+async def claim_ids(q: CallQueue, want: int) -> list[str]:
+    return [c.call_id for c in (await q.claim(want)).calls]
+
+
+async def finish(q: CallQueue, call_id: str, outcome: Outcome = Outcome.COMPLETED) -> None:
+    await q.ended(call_id, 1, EndFacts(outcome, duration_s=5))
+
+
+async def test_campaigns_take_turns_and_a_late_small_one_starts_at_once(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue(**NO_LIMITS)
+    await q.enqueue_many([call(f"big-{i:03d}", "big") for i in range(200)])
+    first = await claim_ids(q, 10)
+    assert first == [f"big-{i:03d}" for i in range(10)]  # alone: FIFO
+    await q.enqueue_many([call(f"small-{i}", "small") for i in range(3)])
+    nxt = await claim_ids(q, 6)
+    # The small campaign joins at the current turn: its calls alternate with the big one's.
+    assert sorted(nxt) == sorted(["small-0", "small-1", "small-2", "big-010", "big-011", "big-012"])
+    assert [i for i in nxt if i.startswith("small")] == ["small-0", "small-1", "small-2"]
+    assert await claim_ids(q, 3) == ["big-013", "big-014", "big-015"]
+
+
+async def test_priorities_come_before_turns(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    await q.enqueue_many([call(f"a{i}", "a") for i in range(5)])
+    await q.enqueue_many([call("b-urgent", "b", Priority.URGENT), call("b-low", "b", Priority.LOW)])
+    await q.enqueue(call("none-high", None, Priority.HIGH))
+    order = await claim_ids(q, 10)
+    assert order[:2] == ["b-urgent", "none-high"]
+    assert order[2:7] == [f"a{i}" for i in range(5)]
+    assert order[7:] == ["b-low"]
+
+
+async def test_weights_share_turns(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    await camps.configure("heavy", {"w": "3"})
+    await q.enqueue_many([call(f"h{i:02d}", "heavy") for i in range(40)])
+    await q.enqueue_many([call(f"l{i:02d}", "light") for i in range(40)])
+    taken = await claim_ids(q, 40)
+    heavy = sum(1 for i in taken if i.startswith("h"))
+    assert 28 <= heavy <= 32, taken  # 3 : 1
+
+
+async def test_campaign_cap_and_rate_hold_with_the_global_ones(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=5, rate_per_second=0)
+    camps = CampaignEngine(q)
+    await camps.configure("capped", {"mc": "2"})
+    await q.enqueue_many([call(f"c{i}", "capped") for i in range(10)])
+    await q.enqueue_many([call(f"o{i}", "other") for i in range(10)])
+    got = await claim_ids(q, 10)
+    assert len(got) == 5  # the global cap
+    assert sum(1 for i in got if i.startswith("c")) == 2  # the campaign's own cap
+    result = await q.claim(10)
+    assert result.calls == [] and result.blocked == ClaimBlock.CONCURRENCY
+    capped = [i for i in got if i.startswith("c")]
+    await finish(q, capped[0])
+    again = await claim_ids(q, 10)
+    assert len(again) == 1  # one global slot came back; the campaign may use it
+
+
+async def test_campaign_dial_rate(make_queue: MakeQueue) -> None:
+    r = make_queue(**NO_LIMITS)
+    rc = CampaignEngine(r)
+    await rc.configure("slow", {"rl": "3"})
+    await r.enqueue_many([call(f"s{i}", "slow") for i in range(10)])
+    first = await r.claim(10)
+    assert len(first.calls) == 3
+    blocked = await r.claim(10)
+    assert blocked.calls == [] and blocked.blocked == ClaimBlock.RATE
+    assert blocked.wait_ms is not None and 0 < blocked.wait_ms <= 1100
+
+
+async def test_pause_resume_and_cancel(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    await q.enqueue_many([call(f"p{i}", "p") for i in range(6)])
+    in_a_minute = int(datetime.now(UTC).timestamp() * 1000) + 60_000
+    await q.enqueue(call("later", "p", scheduled_at_ms=in_a_minute))
+    await q.enqueue_many([call(f"x{i}", "x") for i in range(2)])
+    live = await claim_ids(q, 2)
+    assert await camps.pause("p") == "paused"
+    rest = await claim_ids(q, 10)
+    assert all(not i.startswith("p") for i in rest)  # nothing of a paused campaign
+    assert await camps.resume("p") == "active"
+    resumed = await claim_ids(q, 2)
+    assert resumed and all(i.startswith("p") for i in resumed)
+    cancelled = await camps.cancel("p")
+    # Every call not yet dialed ends: the queued ones and the scheduled one.
+    assert cancelled == 6 - len([i for i in live + resumed if i.startswith("p")]) + 1
+    record = await q.get("later")
+    assert record is not None and record.status == CallStatus.CANCELLED
+    assert await queued_total(q) == 0
+    refused = await q.enqueue(call("after", "p"))
+    assert refused.state == "campaign_cancelled"
+    try:
+        await camps.pause("nope")
+    except CampaignNotFound:
+        pass
+    else:
+        raise AssertionError("pausing an unknown campaign must fail")
+
+
+async def test_a_campaign_completes_when_every_call_is_final(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    await q.enqueue_many([call("k1", "k"), call("k2", "k")])
+    ids = await claim_ids(q, 2)
+    await finish(q, ids[0])
+    assert await q.client.hget(q.keys.campaign("k"), "st") == b"active"
+    await finish(q, ids[1], Outcome.REJECTED)
+    assert await q.client.hget(q.keys.campaign("k"), "st") == b"completed"
+    stats = await q.client.hgetall(q.keys.campaign_stats("k"))
+    assert stats[b"open"] == b"0" and stats[b"final:completed"] == b"1"
+    assert stats[b"final:failed"] == b"1" and stats[b"dialed"] == b"2"
+    await q.enqueue(call("k3", "k"))  # more calls: active again
+    assert await q.client.hget(q.keys.campaign("k"), "st") == b"active"
+
+
+async def test_campaign_retry_policy_overrides_the_queue_default(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    policy = CampaignRetry(retry_on=frozenset({Outcome.BUSY}), max_retries=1, delay_s=0,
+                           backoff="linear")  # fmt: skip
+    assert CampaignRetry.decode(policy.encode()) == policy
+    await camps.configure("r", {"rp": policy.encode()})
+    await q.enqueue_many([call("r1", "r"), call("r2", "r")])
+    await claim_ids(q, 2)
+    # no_answer is not retried by this campaign (the queue's default would retry it).
+    assert (await q.ended("r1", 1, EndFacts(Outcome.NO_ANSWER))).status == CallStatus.FAILED
+    assert (await q.ended("r2", 1, EndFacts(Outcome.BUSY))).status == CallStatus.SCHEDULED
+    assert (await claim_ids(q, 1)) == ["r2"]
+    assert (await q.ended("r2", 2, EndFacts(Outcome.BUSY))).status == CallStatus.FAILED
+
+
+async def test_a_call_outside_its_window_waits_for_the_opening(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    now = datetime.now(UTC)
+    # A one-hour window that opened at the top of the hour three hours from now (UTC).
+    start = (now.hour + 3) % 24
+    window = CallingWindow(frozenset(range(7)), start * 60, (start + 1) * 60 % 1440 or 1440)
+    await camps.configure("w", {"win": window.encode(), "wtz": "UTC"})
+    await q.enqueue_many([
+        call("in-utc", "w", time_zones=("UTC",)),
+        call("unknown-zone", "w"),  # the window's own zone: UTC
+        call("kolkata", "w", time_zones=("Asia/Kolkata",)),
+    ])  # fmt: skip
+    taken = await claim_ids(q, 3)
+    opening = window.next_open(["UTC"], now)
+    assert opening is not None and opening > now
+    for call_id in ("in-utc", "unknown-zone"):
+        assert call_id not in taken
+        record = await q.get(call_id)
+        assert record is not None and record.status == CallStatus.SCHEDULED
+        assert record.next_attempt_ms is not None
+        assert abs(record.next_attempt_ms - opening.timestamp() * 1000) < 1000
+    kolkata = window.next_open(["Asia/Kolkata"], now)
+    assert kolkata is not None
+    if kolkata <= now:
+        assert "kolkata" in taken
+    else:
+        assert "kolkata" not in taken
