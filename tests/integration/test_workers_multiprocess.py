@@ -131,14 +131,20 @@ async def sigkill_scenario(url: str, name: str, tmp_path: Path, cluster: bool) -
     others = [start_worker(tmp_path, env, f"w{i}") for i in range(2)]
     procs: list[subprocess.Popen[bytes]] = [victim, *others]
     try:
+        last_unseen: set[str] = set()
 
         async def victim_busy() -> bool:
-            mine = (
-                [r for r in read_ledger(ledger) if r["pid"] == victim.pid]
-                if ledger.exists()
-                else []
-            )
-            return len(mine) >= 10 and int(await client.zcard(q.keys.leases)) > 0
+            # Mid-dial: a call under a dial lease that no carrier has seen, at two looks in a
+            # row (50 ms apart). Only the victim answers slowly (0.3 s); the others record a
+            # dial within milliseconds of claiming.
+            nonlocal last_unseen
+            records = read_ledger(ledger) if ledger.exists() else []
+            mine = [r for r in records if r["pid"] == victim.pid]
+            seen = {r["call"] for r in records if r["ev"] == "dial"}
+            leased = {m.decode() for m in await client.zrange(q.keys.leases, 0, -1)}
+            unseen = leased - seen
+            still, last_unseen = unseen & last_unseen, unseen
+            return len(mine) >= 10 and bool(still)
 
         await wait_for(victim_busy, 30, "the victim to be mid-dial")
         victim.kill()

@@ -16,9 +16,19 @@ from pydantic import BaseModel
 
 from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, add_security_to_openapi
+from callqueue.api.campaign_defaults import CampaignDefaults
 from callqueue.api.errors import ERRORS, install_error_handlers
 from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
-from callqueue.api.routes import batches, calls, dnc, health, queue, twilio_webhooks, webhooks
+from callqueue.api.routes import (
+    batches,
+    calls,
+    campaigns,
+    dnc,
+    health,
+    queue,
+    twilio_webhooks,
+    webhooks,
+)
 from callqueue.api.schemas import BulkQueueRequest, QueueCallRequest
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
@@ -66,6 +76,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime if runtime is not None else await open_runtime(app_settings)
+        app.state.campaign_defaults = CampaignDefaults(app.state.runtime.queue)
         app.state.http = None  # made on first use: building its TLS context takes a while
         try:
             yield
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             {"name": "queue", "description": "Queue-wide status and pause/resume."},
             {"name": "health", "description": "Liveness and dependencies."},
             {"name": "dnc", "description": "The do-not-call list: numbers never to call."},
+            {"name": "campaigns", "description": "Campaign settings, lifecycle and progress."},
         ],
     )
     app.state.settings = settings
@@ -103,6 +115,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     protected.include_router(calls.router)
     protected.include_router(queue.router)
     protected.include_router(dnc.router)
+    protected.include_router(campaigns.router)
     app.include_router(protected)
     app.include_router(health.router)  # public
     app.include_router(webhooks.router)  # public, but every callback's signature is checked

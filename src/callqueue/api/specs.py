@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from callqueue.api.campaign_schemas import with_defaults
 from callqueue.api.errors import clean_errors
 from callqueue.api.schemas import QueueCallRequest
 from callqueue.models import CallSpec
@@ -58,13 +60,27 @@ def batch_row_id(batch_id: str, index: int) -> str:
     return digest[:16].hex()
 
 
-def to_spec(request: QueueCallRequest, call_id: str, batch_id: str | None = None) -> CallSpec:
+Defaults = Mapping[str, dict[str, Any]]  # campaign id -> its default call_config
+
+
+def to_spec(
+    request: QueueCallRequest,
+    call_id: str,
+    batch_id: str | None = None,
+    defaults: Defaults | None = None,
+) -> CallSpec:
+    """The engine's spec. The body hash is the request's own (a change of the campaign's
+    defaults later does not turn a replay into a conflict)."""
     normal = canonical(request)
+    config = normal["call_config"]
+    campaign_defaults = defaults.get(request.campaign_id or "") if defaults else None
+    if campaign_defaults:
+        config = with_defaults(request.call_config, campaign_defaults) or config
     return CallSpec(
         call_id=call_id,
         phone_number=request.phone_number,
         campaign_id=request.campaign_id,
-        config=normal["call_config"],
+        config=config,
         priority=request.priority,
         max_retries=request.max_retries,
         scheduled_at_ms=normal["scheduled_at_ms"],
@@ -74,8 +90,8 @@ def to_spec(request: QueueCallRequest, call_id: str, batch_id: str | None = None
     )
 
 
-def single_spec(request: QueueCallRequest) -> CallSpec:
-    return to_spec(request, request.custom_call_id or uuid.uuid4().hex)
+def single_spec(request: QueueCallRequest, defaults: Defaults | None = None) -> CallSpec:
+    return to_spec(request, request.custom_call_id or uuid.uuid4().hex, defaults=defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +107,9 @@ class RowRejection:
     errors: list[dict[str, Any]]
 
 
-def bulk_specs(rows: list[Any], batch_id: str) -> tuple[list[BulkRow], list[RowRejection]]:
+def bulk_specs(
+    rows: list[Any], batch_id: str, defaults: Defaults | None = None
+) -> tuple[list[BulkRow], list[RowRejection]]:
     """Validates every row on its own: the good ones as specs, and the bad ones."""
     good: list[BulkRow] = []
     bad: list[RowRejection] = []
@@ -102,7 +120,6 @@ def bulk_specs(rows: list[Any], batch_id: str) -> tuple[list[BulkRow], list[RowR
             bad.append(RowRejection(index, clean_errors(exc.errors())))
             continue
         call_id = request.custom_call_id or batch_row_id(batch_id, index)
-        good.append(
-            BulkRow(index, to_spec(request, call_id, batch_id), request.custom_call_id is not None)
-        )
+        spec = to_spec(request, call_id, batch_id, defaults)
+        good.append(BulkRow(index, spec, request.custom_call_id is not None))
     return good, bad

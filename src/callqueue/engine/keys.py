@@ -62,6 +62,10 @@ class QueueKeys:
         """HASH of a campaign's counters (enqueued, open, dialed, outcomes, durations)."""
         return f"{self.prefix}cs:{campaign_id}"
 
+    def campaign_dials_per_second(self, campaign_id: str) -> str:
+        """HASH epoch-second -> a campaign's dials granted, about the last minute."""
+        return f"{self.prefix}cd:{campaign_id}"
+
     @property
     def campaign_index(self) -> str:
         """ZSET of campaigns with queued calls that may be dialed; score = priority rank of the

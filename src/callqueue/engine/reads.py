@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from callqueue.engine.codec import decode_counters, decode_record
+from callqueue.engine.codec import Counters, decode_counters, decode_record
 from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
@@ -313,3 +313,109 @@ async def batch_counts(queue: CallQueue, batch_id: str) -> BatchCounts | None:
     by_status = {s.value: counts.get(s.value, 0) for s in CallStatus}
     by_status["expired"] = counts.get("expired", 0)
     return BatchCounts(batch_id, len(states), by_status)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignState:
+    """A campaign's settings and progress at one moment (server clock)."""
+
+    campaign_id: str
+    settings: dict[str, str]  # the raw fields of its settings hash (see campaign.lua)
+    status: str  # active | paused | cancelled | completed
+    created_ms: int
+    now_ms: int
+    queued: int
+    live: int
+    open: int  # calls not final yet
+    counters: Counters
+    dials_last_minute: int
+
+    @property
+    def scheduled(self) -> int:
+        """Open calls neither queued nor live: waiting for a time (scheduled_at, a retry, or
+        the calling window)."""
+        return max(0, self.open - self.queued - self.live)
+
+    @property
+    def counts(self) -> dict[CallStatus, int]:
+        counts = dict.fromkeys(CallStatus, 0)
+        counts[CallStatus.QUEUED] = self.queued
+        counts[CallStatus.SCHEDULED] = self.scheduled
+        counts[CallStatus.DIALING] = self.live  # dialing, ringing or talking: live
+        counts.update(self.counters.final_by_status)
+        return counts
+
+    @property
+    def attempts(self) -> int:
+        return sum(self.counters.outcomes.values())
+
+    @property
+    def connect_rate(self) -> float | None:
+        """Attempts answered by a person over attempts that ended."""
+        ended = self.attempts
+        return self.counters.outcomes[Outcome.COMPLETED] / ended if ended else None
+
+    @property
+    def dial_rate_per_s(self) -> float:
+        return self.dials_last_minute / 60
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until every open call has been dialed once more, at the last minute's pace
+        (None when nothing was dialed in that minute)."""
+        if not self.open:
+            return 0.0
+        rate = self.dial_rate_per_s
+        return (self.open - self.live) / rate if rate else None
+
+
+async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[CampaignState | None]:
+    """Settings and progress of each campaign (None: no such campaign), in a few round trips."""
+    k = queue.keys
+    now = await server_now_ms(queue)
+    out: list[CampaignState | None] = []
+    for start in range(0, len(ids), CHUNK // 8):
+        chunk = ids[start : start + CHUNK // 8]
+        pipe = queue.client.pipeline(transaction=False)
+        for cp in chunk:
+            pipe.hgetall(k.campaign(cp))
+            pipe.hgetall(k.campaign_stats(cp))
+            pipe.zcard(k.campaign_ready(cp))
+            pipe.zcount(k.campaign_live(cp), f"({now}", "+inf")
+            pipe.hgetall(k.campaign_dials_per_second(cp))
+        replies = await pipe.execute()
+        for i, cp in enumerate(chunk):
+            settings_raw, stats_raw, queued, live, dps_raw = replies[i * 5 : i * 5 + 5]
+            if not settings_raw:
+                out.append(None)
+                continue
+            settings = {_text(a): _text(b) for a, b in settings_raw.items()}
+            stats = {_text(a): _text(b) for a, b in stats_raw.items()}
+            now_s = now // 1000
+            minute = sum(_int(v) for sec, v in dps_raw.items() if now_s - 60 < _int(sec) <= now_s)
+            out.append(
+                CampaignState(
+                    campaign_id=cp,
+                    settings=settings,
+                    status=settings.get("st", "active"),
+                    created_ms=_int(settings.get("cr")),
+                    now_ms=now,
+                    queued=int(queued),
+                    live=int(live),
+                    open=max(0, _int(stats.get("open"))),
+                    counters=decode_counters(stats_raw),
+                    dials_last_minute=minute,
+                )
+            )
+    return out
+
+
+async def campaign_page(
+    queue: CallQueue, offset: int = 0, limit: int = 100
+) -> tuple[int, list[str]]:
+    """(how many campaigns there are, the ids of one page, newest first)."""
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.zcard(queue.keys.campaigns)
+    pipe.zrevrange(queue.keys.campaigns, offset, offset + limit - 1)
+    total, ids = await pipe.execute()
+    return int(total), [_text(i) for i in ids]

@@ -54,7 +54,8 @@ async def queue_call(request: Request) -> Response:
     # The busiest route: it reads its body and writes its answer itself (see api/bodies.py).
     body = await read_model(request, QueueCallRequest)
     queue: CallQueue = request.app.state.runtime.queue
-    spec = single_spec(body)
+    defaults = await request.app.state.campaign_defaults.get([body.campaign_id])
+    spec = single_spec(body, defaults)
     result = await queue.enqueue(spec)
     if result.state == EnqueueState.CONFLICT:
         raise ApiError(
@@ -62,6 +63,10 @@ async def queue_call(request: Request) -> Response:
             f"call id {spec.call_id!r} is already used by a different request",
             ("body", "custom_call_id"),
             "conflict",
+        )
+    if result.state == EnqueueState.CAMPAIGN_CANCELLED:
+        raise ApiError(
+            409, "the campaign is cancelled", ("body", "campaign_id"), "campaign_cancelled"
         )
     if result.state == EnqueueState.DNC or result.status is None:
         raise ApiError(422, "is on the do-not-call list", ("body", "phone_number"), "do_not_call")

@@ -62,7 +62,7 @@ local function campaign(prefix, cp)
   if c then return c end
   c = {id = cp, st = 'active', mc = 0, rl = 0, w = 1, key = ckey(prefix, 'cp', cp),
     ready = ckey(prefix, 'r', cp), live = ckey(prefix, 'lv', cp), rate = ckey(prefix, 'rt', cp),
-    stats = ckey(prefix, 'cs', cp)}
+    stats = ckey(prefix, 'cs', cp), dps = ckey(prefix, 'cd', cp)}
   if cp ~= '' then
     local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp')
     c.st = f[1] or 'active'

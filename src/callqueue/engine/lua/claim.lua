@@ -100,6 +100,7 @@ end
 
 local out = {now, bound, -1, 0}
 local taken = 0
+local second = tostring(math.floor(now / 1000))
 
 -- The campaign's own limits: how many of its calls may be dialed now (0: none), and when one
 -- more may be (ms from now, -1 unknown) when the answer is 0.
@@ -250,6 +251,10 @@ while taken < n and turns < n + 64 and budget > 0 do
     if granted > 0 then
       pass = pass + granted * stride
       vt = pass
+      if c.id ~= '' then  -- its dials per second, for its achieved rate (the last minute)
+        redis.call('HINCRBY', c.dps, second, granted)
+        redis.call('PEXPIRE', c.dps, 120000)
+      end
     end
     local next_head = redis.call('ZRANGE', c.ready, 0, 0, 'WITHSCORES')
     if next_head[2] then
@@ -263,7 +268,7 @@ for i = 1, #set_aside, 2 do redis.call('ZADD', index, set_aside[i], set_aside[i 
 if vt then redis.call('HSET', ctl, 'vt', vt) end
 if taken > 0 then
   stat(stats, 'dialed', taken)
-  stat(dps, tostring(math.floor(now / 1000)), taken)
+  stat(dps, second, taken)
 end
 if budget <= 0 and taken < n then
   out[3] = 0  -- stopped early (calls rescheduled or cancelled on the way): look again at once

@@ -58,10 +58,19 @@ elseif worker ~= '' then
   redis.call('ZADD', workers, now, worker)
 end
 redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - worker_ttl)
+-- Dials-per-second counters keep the last minute: the queue's, and those of the campaigns
+-- dialing now (a campaign's counters also expire when it stops dialing).
 local oldest = math.floor(now / 1000) - 60
-local fields = redis.call('HKEYS', dps)
-for _, sec in ipairs(fields) do
-  if tonumber(sec) < oldest then redis.call('HDEL', dps, sec) end
+local counters = {dps}
+for _, cp in ipairs(redis.call('ZRANGE', K.index, 0, 99)) do
+  counters[#counters + 1] = ckey(K.prefix, 'cd', cp)
+end
+for _, key in ipairs(counters) do
+  local old = {}
+  for _, sec in ipairs(redis.call('HKEYS', key)) do
+    if tonumber(sec) < oldest then old[#old + 1] = sec end
+  end
+  if #old > 0 then redis.call('HDEL', key, unpack(old)) end
 end
 
 local next_expiry = -1
