@@ -166,6 +166,38 @@ class TimedCarrier:
         return getattr(self.inner, name)  # optional extras, e.g. drain() at a graceful stop
 
 
+class DialWatch:
+    """Times enqueue -> the carrier's dial() of chosen calls. Pass ``on_dial`` to the worker;
+    other dials go to ``others``."""
+
+    def __init__(self, others: Callable[[DialRequest], None] | None = None) -> None:
+        self._waiting: dict[str, asyncio.Future[float]] = {}
+        self._others = others
+
+    def on_dial(self, request: DialRequest, perf: float, _wall: float) -> None:
+        future = self._waiting.pop(request.call_id, None)
+        if future is not None and not future.done():
+            future.set_result(perf)
+        elif self._others is not None:
+            self._others(request)
+
+    async def enqueue_and_time(
+        self, queue: CallQueue, spec: CallSpec, worker: InProcessWorker, timeout_s: float = 10
+    ) -> float:
+        """Milliseconds from the start of ``queue.enqueue(spec)`` to that call's dial."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting[spec.call_id] = future
+        t0 = time.perf_counter()
+        await queue.enqueue(spec)
+        try:
+            dialed = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{spec.call_id} not dialed in {timeout_s:.0f} s; {await worker.diagnose()}"
+            ) from None
+        return (dialed - t0) * 1000
+
+
 class CountingWriter(EventWriter):
     """The library's ``EventWriter``, unchanged, that also counts the calls whose end event was
     applied (the call is settled in Redis) and notes when the ``target``-th one was.

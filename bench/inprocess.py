@@ -7,6 +7,7 @@ import statistics
 import time
 
 from bench.common import (
+    DialWatch,
     InProcessWorker,
     enqueue_concurrently,
     make_spec,
@@ -147,32 +148,17 @@ async def pickup(ctx: BenchContext) -> Measured:
     """Idle system: start of enqueue() of one call -> the carrier's dial(), one at a time."""
     samples = ctx.n(300, 100)
     warmup = 20
-    loop = asyncio.get_running_loop()
-    waiting: dict[str, asyncio.Future[float]] = {}
-
-    def on_dial(request: DialRequest, perf: float, _wall: float) -> None:
-        future = waiting.pop(request.call_id, None)
-        if future is not None and not future.done():
-            future.set_result(perf)
-
+    watch = DialWatch()
     latencies: list[float] = []
     with private_server() as server:
         async with (
             open_queue(ctx, server.local_url, "pickup") as queue,
-            InProcessWorker(queue, concurrency=10, on_dial=on_dial) as worker,
+            InProcessWorker(queue, concurrency=10, on_dial=watch.on_dial) as worker,
         ):
             for i in range(warmup + samples):
-                spec = make_spec(i)
-                future: asyncio.Future[float] = loop.create_future()
-                waiting[spec.call_id] = future
-                t0 = time.perf_counter()
-                await queue.enqueue(spec)
-                try:
-                    dialed = await asyncio.wait_for(future, 10)
-                except TimeoutError:
-                    raise RuntimeError(f"no dial in 10 s; {await worker.diagnose()}") from None
+                latency = await watch.enqueue_and_time(queue, make_spec(i), worker)
                 if i >= warmup:
-                    latencies.append((dialed - t0) * 1000)
+                    latencies.append(latency)
                 # Let the call settle and the dispatcher go back to sleep: an idle system.
                 await asyncio.wait_for(worker.counter.wait_settled(i + 1), 10)
                 await asyncio.sleep(0.003)

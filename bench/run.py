@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 # Importing the modules registers their benchmarks, in this order.
+import bench.campaigns
 import bench.http
 import bench.inprocess
 import bench.plivo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +12,9 @@ from fastapi import FastAPI
 
 from callqueue.api import create_app
 from callqueue.config import Settings
+from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import queue_snapshot
+from callqueue.models import ClaimBlock, ClaimedCall
 from callqueue.runtime import Runtime, open_runtime
 
 SettingsFactory = Callable[..., Settings]
@@ -68,3 +71,16 @@ async def nothing_queued(runtime: Runtime) -> None:
     assert snap.enqueued == 0
     assert snap.queued == snap.scheduled == 0
     assert not await runtime.client.exists(runtime.queue.keys.call(SEED_CALL["custom_call_id"]))
+
+
+async def claim_paced(q: CallQueue, want: int) -> list[ClaimedCall]:
+    """Claims until the limits stop it (the rate limiter hands out one grant per 1/rate s)."""
+    got: list[ClaimedCall] = []
+    while len(got) < want:
+        result = await q.claim(want - len(got))
+        got += result.calls
+        if not result.calls:
+            if result.blocked != ClaimBlock.RATE or result.wait_ms is None:
+                return got
+            await asyncio.sleep(result.wait_ms / 1000)
+    return got

@@ -6,7 +6,7 @@ the way a worker and a carrier would."""
 from __future__ import annotations
 
 import httpx
-from api_support import SEED_CALL, SettingsFactory, app_client, seed_call
+from api_support import SEED_CALL, SettingsFactory, app_client, claim_paced, seed_call
 
 from callqueue.engine.queue import EndFacts
 from callqueue.models import CarrierEvent, ClaimedCall, Outcome
@@ -14,8 +14,7 @@ from callqueue.runtime import Runtime
 
 
 async def claim_one(runtime: Runtime) -> ClaimedCall:
-    result = await runtime.queue.claim(1)
-    [call] = result.calls
+    [call] = await claim_paced(runtime.queue, 1)
     return call
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import nothing_queued, seed_call
+from api_support import claim_paced, nothing_queued, seed_call
 
 from callqueue.engine.queue import EndFacts
 from callqueue.models import Outcome
@@ -94,7 +94,7 @@ async def test_lifecycle_and_progress(client: httpx.AsyncClient, runtime: Runtim
     assert (await q.claim(10)).calls == []  # nothing of a paused campaign is dialed
     resumed = await client.post("/api/campaigns/life/resume")
     assert resumed.json()["status"] == "active"
-    claimed = (await q.claim(2)).calls
+    claimed = await claim_paced(q, 2)
     assert len(claimed) == 2
     await q.ended(claimed[0].call_id, 1, EndFacts(Outcome.COMPLETED, duration_s=30))
     await q.ended(claimed[1].call_id, 1, EndFacts(Outcome.REJECTED))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from api_support import SettingsFactory, app_client, seed_call
+from api_support import SettingsFactory, app_client, claim_paced, seed_call
 
 from callqueue.embedded import EmbeddedCluster
 from callqueue.engine.queue import EndFacts
@@ -57,14 +57,15 @@ async def test_live_calls_rates_and_durations(make_settings: SettingsFactory) ->
     async with app_client(settings) as (client, runtime):
         for i in range(5):
             await client.post("/api/calls/queue", json=seed_call(custom_call_id=f"c{i}"))
-        claimed = (await runtime.queue.claim(5)).calls
+        claimed = await claim_paced(runtime.queue, 5)
         assert len(claimed) == 3  # the live-call cap
         status = (await client.get("/api/queue/status")).json()
         assert status["live_calls"] == {"current": 3, "limit": 3}
         assert status["counts"]["dialing"] == 3 and status["counts"]["queued"] == 2
         assert status["dial_rate"]["last_second"] == 3
         assert status["dial_rate"]["last_minute"] == 3
-        assert status["dial_rate"]["peak_per_second"] == 3
+        # Paced 200 ms apart, the three grants may straddle a second boundary.
+        assert status["dial_rate"]["peak_per_second"] in (2, 3)
         assert status["dial_rate"]["limit_per_second"] == 5.0
         assert status["dialed_total"] == 3
 

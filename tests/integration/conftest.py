@@ -25,6 +25,9 @@ async def client(redis_url: str) -> AsyncIterator[Any]:
 @pytest.fixture
 def make_queue(client: Any, unique_name: str) -> MakeQueue:
     def make(**options: Any) -> CallQueue:
+        # No dial-rate limit unless a test sets one: the limiter paces grants (one per
+        # 1/rate s), and tests of other things claim several calls back to back.
+        options.setdefault("rate_per_second", 0)
         return CallQueue(client, unique_name, QueueOptions(**options))
 
     return make

@@ -3,6 +3,8 @@ ones, pause/resume/cancel, completion, retry policy, calling windows at claim ti
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 from engine_support import MakeQueue
@@ -91,10 +93,19 @@ async def test_campaign_dial_rate(make_queue: MakeQueue) -> None:
     await rc.configure("slow", {"rl": "3"})
     await r.enqueue_many([call(f"s{i}", "slow") for i in range(10)])
     first = await r.claim(10)
-    assert len(first.calls) == 3
+    assert len(first.calls) == 1  # paced: one every 333 ms, not three at once
     blocked = await r.claim(10)
     assert blocked.calls == [] and blocked.blocked == ClaimBlock.RATE
-    assert blocked.wait_ms is not None and 0 < blocked.wait_ms <= 1100
+    assert blocked.wait_ms is not None and 0 < blocked.wait_ms <= 340
+    granted = [first.calls[0].granted_at_ms]
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        result = await r.claim(10)
+        granted += [c.granted_at_ms for c in result.calls]
+        await asyncio.sleep((result.wait_ms or 20) / 1000)
+    granted.sort()
+    assert all(b - a >= 1000 for a, b in zip(granted, granted[3:], strict=False))  # 3 a second
+    assert len(granted) >= 5  # and used to the full: 1 + 1.5 s x 3/s
 
 
 async def test_pause_resume_and_cancel(make_queue: MakeQueue) -> None:

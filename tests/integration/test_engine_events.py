@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from engine_support import MakeQueue, spec
@@ -27,6 +28,19 @@ async def claim_one(q: CallQueue) -> ClaimedCall:
     result = await q.claim(1)
     assert len(result.calls) == 1, result
     return result.calls[0]
+
+
+async def grants_for(q: CallQueue, seconds: float) -> list[ClaimedCall]:
+    """Every call granted while claiming for ``seconds``, waiting as the limiter says."""
+    got: list[ClaimedCall] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = await q.claim(50)
+        got += result.calls
+        if not result.calls:
+            wait = (result.wait_ms or 50) / 1000
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+    return got
 
 
 async def claim_when_due(q: CallQueue, limit_s: float = 5) -> ClaimedCall:
@@ -301,9 +315,8 @@ async def test_throttled_attempt_is_free_and_the_rate_backs_off(
     record = await q.get(call.call_id)
     assert record is not None and record.next_attempt_ms is not None
     assert [a.outcome for a in record.attempts] == [Outcome.THROTTLED]
-    # Half the limit (8 -> 4) for the next while; one grant is already in the window.
-    burst = await q.claim(20)
-    assert len(burst.calls) == 3
+    # Half the limit (8 -> 4) for the next while: 4 grants in a second, one already made.
+    assert len(await grants_for(q, 0.9)) == 3
 
 
 async def test_release_with_throttle_halves_the_dial_rate(make_queue: MakeQueue) -> None:
@@ -311,13 +324,13 @@ async def test_release_with_throttle_halves_the_dial_rate(make_queue: MakeQueue)
     await q.enqueue_many([spec(f"c{i}") for i in range(30)])
     call = await claim_one(q)
     await q.release(call, "429", throttle=True)
-    assert len((await q.claim(30)).calls) == 4  # 10 -> 5, one grant already used
+    assert len(await grants_for(q, 0.9)) == 4  # 10 -> 5 a second, one grant already used
 
 
 async def test_an_unsent_release_gives_the_rate_token_back(make_queue: MakeQueue) -> None:
     q = make_queue(rate_per_second=2, rate_margin_ms=0)
     await q.enqueue_many([spec(f"c{i}") for i in range(5)])
-    first, second = (await q.claim(5)).calls
+    first, second = await grants_for(q, 0.6)  # paced: one at once, the next 500 ms later
     assert (await q.claim(5)).calls == []
     await q.release(second, "429")  # the request went out: its token stays spent
     assert (await q.claim(5)).calls == []
@@ -367,7 +380,7 @@ async def test_machine_policy_counts_the_call_as_done_when_asked(make_queue: Mak
 
 
 async def test_do_not_call_refuses_at_enqueue_and_cancels_at_claim(make_queue: MakeQueue) -> None:
-    q = make_queue()
+    q = make_queue(rate_per_second=0)
     await q.enqueue_many([spec("before"), CallSpec("other", "+919123456780")])
     assert await q.dnc_add(["+919123456789", "+919123456789"]) == 1
     refused = await q.enqueue(spec("after"))

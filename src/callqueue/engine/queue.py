@@ -442,6 +442,7 @@ class CallQueue:
                 *self._policy_args(),
                 "1" if throttle else "0",
                 "1" if unsent else "0",
+                (self._window_ms - self.options.rate_margin_ms) / self._limit if self._limit else 0,
             ],
         )
         return EventResult(

@@ -101,6 +101,27 @@ local function index_touch(index, ctl, c)
   redis.call('ZADD', index, rank * BAND + pass, c.id)
 end
 
+-- Pacing for a dial-rate limit (GCRA): grants go out one per `interval` ms on average, with
+-- at most `burst` at once, instead of a whole second's worth at the start of each window (the
+-- sliding log alone allows that: a burst, then a second of silence that a campaign queued
+-- meanwhile would wait through, and carriers dislike bursts). The sliding log still caps every
+-- window; this only spreads the grants. State: the theoretical arrival time `tat` (ms) of the
+-- next on-schedule grant, in field `field` of `hash`.
+-- Returns how many of `want` may go now (0: then also the ms to wait) and the tat to store
+-- once `k` were granted (pace_after).
+local function pace(hash, field, now, interval, burst, want)
+  local tat = tonumber(redis.call('HGET', hash, field) or '0')
+  if tat < now then tat = now end
+  -- (now - tat) first: epoch ms plus a fraction loses the fraction's last digits.
+  local allowed = math.floor((now - tat) / interval + burst + 1e-9)
+  if allowed <= 0 then
+    return 0, math.max(1, math.ceil((tat - now) - (burst - 1) * interval)), tat
+  end
+  return math.min(allowed, want), 0, tat
+end
+
+local function pace_burst(limit) return math.max(1, math.floor(limit / 10)) end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

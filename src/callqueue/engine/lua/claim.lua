@@ -88,6 +88,7 @@ end
 
 -- 3. Global dial rate: a sliding log of grants; no window of `window` ms ever holds more than
 -- `limit`.
+local rate_interval, rate_tat
 if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - window)
   local tokens = limit - redis.call('ZCARD', rate)
@@ -95,6 +96,11 @@ if limit > 0 then
     local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
     return blocked('rate', math.max(1, tonumber(oldest[2]) + window - now))
   end
+  rate_interval = (window - margin_ms) / limit
+  local paced, wait_ms
+  paced, wait_ms, rate_tat = pace(ctl, 'tat', now, rate_interval, pace_burst(limit), tokens)
+  if paced <= 0 then return blocked('rate', wait_ms) end
+  tokens = paced
   if tokens < n then n = tokens; bound = 'rate' end
 end
 
@@ -114,14 +120,17 @@ local function campaign_room(c)
   if c.rl > 0 then
     local lim, win = math.floor(c.rl), 1000 + margin_ms
     if c.rl < 1 then lim, win = 1, math.floor(1000 / c.rl + 0.5) + margin_ms end
-    c.rate_window = win
     redis.call('ZREMRANGEBYSCORE', c.rate, '-inf', now - win)
     local tokens = lim - redis.call('ZCARD', c.rate)
     if tokens <= 0 then
       local oldest = redis.call('ZRANGE', c.rate, 0, 0, 'WITHSCORES')
       return 0, math.max(1, tonumber(oldest[2]) + win - now), 'rate'
     end
-    room = math.min(room, tokens)
+    c.interval = (win - margin_ms) / lim
+    local paced, wait_ms, tat = pace(c.key, 'tat', now, c.interval, pace_burst(lim), tokens)
+    if paced <= 0 then return 0, wait_ms, 'rate' end
+    c.tat = tat
+    room = math.min(room, paced)
   end
   return room, -1, ''
 end
@@ -251,6 +260,7 @@ while taken < n and turns < n + 64 and budget > 0 do
     if granted > 0 then
       pass = pass + granted * stride
       vt = pass
+      if c.interval then redis.call('HSET', c.key, 'tat', c.tat + granted * c.interval) end
       if c.id ~= '' then  -- its dials per second, for its achieved rate (the last minute)
         redis.call('HINCRBY', c.dps, second, granted)
         redis.call('PEXPIRE', c.dps, 120000)
@@ -266,6 +276,7 @@ while taken < n and turns < n + 64 and budget > 0 do
 end
 for i = 1, #set_aside, 2 do redis.call('ZADD', index, set_aside[i], set_aside[i + 1]) end
 if vt then redis.call('HSET', ctl, 'vt', vt) end
+if rate_interval and taken > 0 then redis.call('HSET', ctl, 'tat', rate_tat + taken * rate_interval) end
 if taken > 0 then
   stat(stats, 'dialed', taken)
   stat(dps, second, taken)

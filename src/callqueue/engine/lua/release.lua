@@ -8,7 +8,8 @@
 -- ARGV[1] call id  ARGV[2] attempt  ARGV[3] token  ARGV[4] delay ms  ARGV[5] reason
 -- ARGV[6] wake channel  ARGV[7..16] settle policy (see parse_policy)  ARGV[17] throttle (0/1):
 --   the carrier pushed back, so the global dial rate backs off for a while  ARGV[18] unsent
---   (0/1): no request ever left, so the attempt's dial-rate tokens are given back too
+--   (0/1): no request ever left, so the attempt's dial-rate tokens are given back too (and its
+--   place in the pacing)  ARGV[19] the global pacing interval ms (0: no rate limit)
 -- Returns: {code, status}; code is ok | token | stale | not_found
 local key = KEYS[1]
 local K = {prefix = KEYS[2], index = KEYS[3], sched = KEYS[4], live = KEYS[5], leases = KEYS[6],
@@ -24,8 +25,12 @@ if f[4] ~= token then return {'token', f[1]} end
 if tonumber(f[2]) ~= n or tonumber(f[3] or '0') ~= 0 then return {'stale', f[1]} end
 local c = campaign(K.prefix, f[7] or '')
 if ARGV[18] == '1' then
-  redis.call('ZREM', KEYS[11], token)
-  redis.call('ZREM', c.rate, token)
+  if redis.call('ZREM', KEYS[11], token) == 1 and tonumber(ARGV[19]) > 0 then
+    redis.call('HINCRBYFLOAT', K.ctl, 'tat', -tonumber(ARGV[19]))
+  end
+  if redis.call('ZREM', c.rate, token) == 1 and c.rl > 0 then
+    redis.call('HINCRBYFLOAT', c.key, 'tat', -1000 / c.rl)
+  end
 end
 
 redis.call('ZREM', K.live, id)
