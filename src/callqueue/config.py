@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(0.1, ge=0, le=1)
     retry_on: str = "busy,no_answer,failed,lost"
     machine_counts_as_done: bool = False
+    webhook_secret: str | None = Field(
+        None, description="shared secret signing status webhooks (HMAC-SHA256)"
+    )
+    webhook_timeout: float = Field(10, gt=0, le=120)
+    webhook_max_attempts: int = Field(12, ge=1, le=100)
+    webhook_concurrency: int = Field(8, ge=1, le=256)
     sim_outcomes: str = ""  # e.g. "completed=0.7,busy=0.1,no_answer=0.2"
     sim_ring_seconds: str = "1-4"
     sim_talk_seconds: str = "5-30"

@@ -137,6 +137,8 @@ class CallSpec:
     # IANA time zones of the callee (a number may span several): a campaign's calling window is
     # checked in each. Empty: unknown (the window's own time zone is used).
     time_zones: tuple[str, ...] = ()
+    # Where to POST this call's final status (else its campaign's webhook, if any).
+    webhook_url: str | None = None
 
     @property
     def max_duration_s(self) -> int | None:

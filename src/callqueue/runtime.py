@@ -21,6 +21,7 @@ from callqueue.embedded import EmbeddedServer, ensure_local_server
 from callqueue.engine.connection import connect, describe
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
+from callqueue.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,17 @@ def make_dispatcher(runtime: Runtime) -> Dispatcher:
     runtime._closers.append(carrier.aclose)
     dispatcher = Dispatcher(
         runtime.queue, carrier, writer, concurrency=runtime.settings.queue_workers
+    )
+    settings = runtime.settings
+    dispatcher.add_watch(
+        WebhookDeliverer(
+            runtime.queue,
+            settings.webhook_secret,
+            consumer=dispatcher.worker_id,
+            concurrency=settings.webhook_concurrency,
+            timeout_s=settings.webhook_timeout,
+            max_attempts=settings.webhook_max_attempts,
+        )
     )
     if agent_check_enabled(runtime.settings):
         watch = AgentWatch(

@@ -26,6 +26,7 @@ from callqueue.api.routes import (
     dnc,
     health,
     queue,
+    status_webhooks,
     twilio_webhooks,
     webhooks,
 )
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             {"name": "health", "description": "Liveness and dependencies."},
             {"name": "dnc", "description": "The do-not-call list: numbers never to call."},
             {"name": "campaigns", "description": "Campaign settings, lifecycle and progress."},
+            {"name": "webhooks", "description": "Status webhooks: deliveries given up."},
         ],
     )
     app.state.settings = settings
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     protected.include_router(queue.router)
     protected.include_router(dnc.router)
     protected.include_router(campaigns.router)
+    protected.include_router(status_webhooks.router)
     app.include_router(protected)
     app.include_router(health.router)  # public
     app.include_router(webhooks.router)  # public, but every callback's signature is checked

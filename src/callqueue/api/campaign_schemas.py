@@ -7,7 +7,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callqueue.api.schemas import ID_PATTERN, CallConfig
+from callqueue.api.schemas import ID_PATTERN, CallConfig, http_url
 from callqueue.engine.campaigns import CampaignRetry
 from callqueue.models import Outcome
 from callqueue.windows import CallingWindow, zone_exists
@@ -118,6 +118,20 @@ class CampaignSettings(BaseModel):
         None, description="Defaults for the campaign's calls; a call's own call_config fields "
         "win (variables are merged key by key).",
     )  # fmt: skip
+    webhook_url: str | None = Field(
+        None, max_length=2048,
+        description="http(s) URL told (signed POST) of each call's final status, and when the "
+        "campaign completes; a call's own webhook_url wins for that call.",
+        examples=["https://backend.example.com/hooks/calls"],
+    )  # fmt: skip
+    webhook_events: Literal["final", "all"] | None = Field(
+        None, description="final (default): final statuses only; all: every status change.",
+    )  # fmt: skip
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return http_url(value)
 
     @field_validator("calling_window")
     @classmethod
@@ -152,6 +166,10 @@ class CampaignSettings(BaseModel):
             out["wtz"] = self.calling_window_timezone or ""
         if "retry" in sent:
             out["rp"] = self.retry.engine().encode() if self.retry else ""
+        if "webhook_url" in sent:
+            out["wh"] = self.webhook_url or ""
+        if "webhook_events" in sent:
+            out["we"] = self.webhook_events or ""
         if "call_config" in sent:
             cfg = sent_config(self.call_config) if self.call_config else {}
             out["cfg"] = orjson.dumps(cfg).decode() if cfg else ""
@@ -201,4 +219,6 @@ def settings_view(fields: dict[str, str]) -> dict[str, Any]:
         "calling_window_timezone": fields.get("wtz") or None,
         "retry": RetrySettings.of(CampaignRetry.decode(rp)).model_dump(mode="json") if rp else None,
         "call_config": orjson.loads(cfg) if cfg else None,
+        "webhook_url": fields.get("wh") or None,
+        "webhook_events": fields.get("we") or None,
     }

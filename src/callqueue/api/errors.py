@@ -40,6 +40,10 @@ def error_doc(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
+NO_WEBHOOK_SECRET = (
+    "needs WEBHOOK_SECRET set on the service (it signs every status webhook delivery)"
+)
+
 #: Answers every protected route may give.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_doc("API_KEYS is set and no valid key was sent."),

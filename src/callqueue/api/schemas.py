@@ -111,6 +111,15 @@ def _finite(value: JsonValue) -> bool:
     return True
 
 
+def http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep or not rest.split("/")[0]:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
 class CallConfig(BaseModel):
     """What the voice bot and the carrier need for this call."""
 
@@ -170,12 +179,7 @@ class CallConfig(BaseModel):
     @field_validator("answer_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        scheme, sep, rest = value.partition("://")
-        if scheme.lower() not in ("http", "https") or not sep or not rest.split("/")[0]:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return http_url(value)
 
     @field_validator("variables")
     @classmethod
@@ -248,6 +252,13 @@ class QueueCallRequest(BaseModel):
         "the campaign's retry policy decides (3 when it sets none).",
         examples=[3],
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="http(s) URL told of this call's final status (a signed POST; see "
+        "'Status webhooks' in the README). Absent: its campaign's webhook_url, if any.",
+        examples=["https://backend.example.com/hooks/calls"],
+    )
     timezone: str | None = Field(
         None,
         min_length=1,
@@ -269,6 +280,11 @@ class QueueCallRequest(BaseModel):
     @classmethod
     def _e164(cls, value: str) -> str:
         return normalize_phone(value)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return http_url(value)
 
     @field_validator("timezone")
     @classmethod

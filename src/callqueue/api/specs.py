@@ -38,6 +38,7 @@ def canonical(request: QueueCallRequest) -> dict[str, Any]:
         "priority": request.priority.value,
         "max_retries": request.max_retries,
         "timezone": request.timezone,
+        "webhook_url": request.webhook_url,
     }
 
 
@@ -87,6 +88,7 @@ def to_spec(
         batch_id=batch_id,
         body_hash=body_hash(normal),
         time_zones=request.time_zones,
+        webhook_url=request.webhook_url,
     )
 
 

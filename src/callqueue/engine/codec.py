@@ -101,9 +101,9 @@ def decode_record(call_id: str, fields: dict[bytes, bytes]) -> CallRecord:
     # The priority is the high part of the ready score (enqueue.lua stores no field for it).
     priority = Priority.from_rank(int(float(f["q"])) >> 40)
     spec = decode_spec(call_id, f["s"], priority, _text(f.get("h")) or "")
-    zones = _text(f.get("tz"))
-    if zones:
-        spec = replace(spec, time_zones=tuple(zones.split(",")))
+    zones, hook = _text(f.get("tz")), _text(f.get("wh"))
+    if zones or hook:
+        spec = replace(spec, time_zones=tuple(zones.split(",")) if zones else (), webhook_url=hook)
     outcome = _text(f.get("oc"))
     attempts = [decode_attempt(a) for a in _json_list(f.get("atts"))]
     if f.get("as") is not None:  # the attempt under way

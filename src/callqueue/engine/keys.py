@@ -77,6 +77,27 @@ class QueueKeys:
         """ZSET of every campaign id by creation time (the registry)."""
         return f"{self.prefix}campaigns"
 
+    # -- status webhooks ---------------------------------------------------------------------
+    @property
+    def hooks(self) -> str:
+        """STREAM outbox of status webhooks (consumer group ``hooks``); the scripts add to it."""
+        return f"{self.prefix}hooks"
+
+    @property
+    def hooks_retry(self) -> str:
+        """ZSET delivery json -> when its next try is due."""
+        return f"{self.prefix}hookretry"
+
+    @property
+    def hooks_failed(self) -> str:
+        """HASH delivery id -> json of a delivery given up (kept for the API)."""
+        return f"{self.prefix}hookfail"
+
+    @property
+    def hooks_failed_index(self) -> str:
+        """ZSET delivery id -> when it was given up."""
+        return f"{self.prefix}hookfailidx"
+
     @property
     def zone_offsets(self) -> str:
         """HASH time zone -> its UTC offsets around now (what claim needs for calling windows)."""

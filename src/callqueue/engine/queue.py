@@ -159,6 +159,7 @@ class CallQueue:
                 spec.phone_number,
                 spec.campaign_id or "",
                 ",".join(spec.time_zones),
+                spec.webhook_url or "",
             ]
         return keys, args
 

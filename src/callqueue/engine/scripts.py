@@ -27,6 +27,7 @@ ScriptArg = str | int | float | bytes
 
 NAMES = (
     "enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc", "campaign", "zones",
+    "hooks",
 )  # fmt: skip
 #: Shared helpers, in this order, before the transitions: the library's own (``_lib``) and the
 #: calling-window arithmetic (``_window``).
@@ -147,6 +148,7 @@ class Scripts:
         self.dnc = Script(self.library, "dnc")
         self.campaign = Script(self.library, "campaign")
         self.zones = Script(self.library, "zones")
+        self.hooks = Script(self.library, "hooks")
 
     async def load_all(self, client: Any) -> None:
         await self.library.load(client)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from callqueue.api.bodies import decode_json, json_body_doc
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import ApiError, ErrorDetail, clean_errors, error_doc
+from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, clean_errors, error_doc
 from callqueue.api.schemas import MAX_BULK_CALLS, SEED_BULK, BulkEnvelope, BulkQueueRequest
 from callqueue.api.specs import BulkRow, RowRejection, bulk_specs
 from callqueue.engine.queue import CallQueue
@@ -160,6 +160,19 @@ async def bulk_queue(request: Request) -> Response:
     defaults = await request.app.state.campaign_defaults.get(_campaigns_named(envelope.calls))
     # Checking 10,000 rows takes a while: off the event loop.
     good, bad = await asyncio.to_thread(bulk_specs, envelope.calls, batch_id, defaults)
+    if not request.app.state.settings.webhook_secret:
+        unsigned = [row for row in good if row.spec.webhook_url]
+        good = [row for row in good if not row.spec.webhook_url]
+        bad = [
+            *bad,
+            *(
+                RowRejection(
+                    row.index,
+                    [{"loc": ["webhook_url"], "msg": NO_WEBHOOK_SECRET, "type": "webhook_secret"}],
+                )
+                for row in unsigned
+            ),
+        ]
     total = len(envelope.calls)
     results = await queue.enqueue_many([row.spec for row in good], batch_id=batch_id)
     answer = _answer(batch_id, total, good, results, list(bad))

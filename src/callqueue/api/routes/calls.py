@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 
 from callqueue.api.bodies import json_body_doc, read_model
 from callqueue.api.deps import QueueDep, SettingsDep
-from callqueue.api.errors import ApiError, error_doc
+from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, error_doc
 from callqueue.api.schemas import SEED_CALL, QueueCallRequest
 from callqueue.api.specs import single_spec
 from callqueue.api.views import (
@@ -53,6 +53,8 @@ async def queue_call(request: Request) -> Response:
     live-call cap, at or after `scheduled_at`, with up to `max_retries` further attempts."""
     # The busiest route: it reads its body and writes its answer itself (see api/bodies.py).
     body = await read_model(request, QueueCallRequest)
+    if body.webhook_url and not request.app.state.settings.webhook_secret:
+        raise ApiError(422, NO_WEBHOOK_SECRET, ("body", "webhook_url"), "webhook_secret")
     queue: CallQueue = request.app.state.runtime.queue
     defaults = await request.app.state.campaign_defaults.get([body.campaign_id])
     spec = single_spec(body, defaults)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from callqueue.api.campaign_schemas import CampaignSettings, NewCampaign, settings_view
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import ApiError, error_doc
+from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, error_doc
 from callqueue.api.views import at
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound
 from callqueue.engine.queue import CallQueue
@@ -108,6 +108,11 @@ async def _view(queue: CallQueue, campaign_id: str) -> CampaignView:
     return CampaignView.of(state)
 
 
+def _check_webhook(request: Request, body: CampaignSettings) -> None:
+    if body.webhook_url and not request.app.state.settings.webhook_secret:
+        raise ApiError(422, NO_WEBHOOK_SECRET, ("body", "webhook_url"), "webhook_secret")
+
+
 def _forget_defaults(request: Request, campaign_id: str) -> None:
     request.app.state.campaign_defaults.forget(campaign_id)
 
@@ -121,6 +126,7 @@ def _forget_defaults(request: Request, campaign_id: str) -> None:
 async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) -> CampaignView:
     """Creates a campaign with its settings. Calls naming a campaign_id not created here
     create theirs with default settings (the seed's usage)."""
+    _check_webhook(request, body)
     if await queue.client.exists(queue.keys.campaign(body.campaign_id)):
         raise ApiError(409, f"campaign {body.campaign_id!r} exists; change it with PATCH",
                        ("body", "campaign_id"), "conflict")  # fmt: skip
@@ -154,6 +160,7 @@ async def patch_campaign(
     request: Request, queue: QueueDep, campaign_id: CampaignId, body: CampaignSettings
 ) -> CampaignView:
     """Changes the fields sent (null clears one); limits apply to the next dial."""
+    _check_webhook(request, body)
     if not await queue.client.exists(queue.keys.campaign(campaign_id)):
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found")  # fmt: skip

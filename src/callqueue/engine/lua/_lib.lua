@@ -15,11 +15,31 @@ local PHASE = {accepted = 1, ringing = 1, answered = 2, ended = 3}
 local PENDING = {}
 local CAMPAIGNS = {}
 local MAYBE_DONE = {}  -- campaigns whose last open call may have ended in this run
+-- Status webhooks of this run: set by hooks_init (scripts that change calls call it).
+local HOOKS = nil
 
 local function invocation_start()
   PENDING = {}
   CAMPAIGNS = {}
   MAYBE_DONE = {}
+  HOOKS = nil
+end
+
+-- Status webhooks: an outbox stream that workers deliver from (webhooks.py). An entry names
+-- what changed and the URL to tell: the call's own webhook_url, else its campaign's. Flags in
+-- the control hash say whether any call has its own URL (hk_call) and whether anyone wants
+-- every transition rather than final statuses only (hk_all), so that runs read a call's
+-- webhook fields only when some exist.
+local HOOKS_MAXLEN = 1000000
+
+local function hooks_init(prefix, ctl)
+  local f = redis.call('HMGET', ctl, 'hk_call', 'hk_all')
+  HOOKS = {stream = prefix .. 'hooks', calls = f[1] == '1', all = f[2] == '1', prefix = prefix}
+end
+
+local function hook_add(kind, id, status, at, cp, url)
+  redis.call('XADD', HOOKS.stream, 'MAXLEN', '~', HOOKS_MAXLEN, '*', 'k', kind, 'id', id,
+    's', status, 't', at, 'cp', cp or '', 'u', url)
 end
 
 local function stat(key, field, n)
@@ -43,6 +63,7 @@ local function stats_flush()
     if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 and
         redis.call('HGET', c.key, 'st') == 'active' then
       redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
+      if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
     end
   end
   MAYBE_DONE = {}
@@ -64,12 +85,14 @@ local function campaign(prefix, cp)
     ready = ckey(prefix, 'r', cp), live = ckey(prefix, 'lv', cp), rate = ckey(prefix, 'rt', cp),
     stats = ckey(prefix, 'cs', cp), dps = ckey(prefix, 'cd', cp)}
   if cp ~= '' then
-    local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp')
+    local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp', 'wh',
+      'we')
     c.st = f[1] or 'active'
     c.mc, c.rl = tonumber(f[2] or '0'), tonumber(f[3] or '0')
     c.w = tonumber(f[4] or '1')
     c.win, c.wtz, c.rp = f[5], f[6], f[7]
     if f[8] == '1' then c.st = 'pending' end  -- zones of its calls are being filled in
+    c.wh, c.we = f[9], f[10]
   end
   CAMPAIGNS[cp] = c
   return c
@@ -155,6 +178,19 @@ local function move_with(key, from, to, at, note, hist_limit, h, n, ...)
   end
   h, n = add_history(h, n, at, to, note, hist_limit)
   redis.call('HSET', key, 'st', to, 'up', at, 'hist', h, 'hn', n, ...)
+  if HOOKS and HOOKS.all then
+    -- Someone wants every transition: this call's own choice, else its campaign's.
+    local w = redis.call('HMGET', key, 'wh', 'we', 'cp')
+    local url, events = w[1], w[2]
+    if not url and w[3] then
+      local cf = redis.call('HMGET', ckey(HOOKS.prefix, 'cp', w[3]), 'wh', 'we')
+      url, events = cf[1], cf[2]
+    end
+    if url and events == 'all' then
+      hook_add('call', string.match(key, 'c:(.*)$'), to, at, w[3], url)
+      if TERMINAL[to] then HOOKS.told = key end  -- finish_with need not tell it again
+    end
+  end
   return false
 end
 
@@ -196,6 +232,11 @@ local function finish_with(K, key, id, from, final, at, note, P, h, n, cp, ...)
   redis.call('ZADD', K.finished, at, id)
   if final == 'failed' then redis.call('ZADD', K.dead, at, id) end
   stat(K.stats, 'final:' .. final, 1)
+  if HOOKS and HOOKS.told ~= key then
+    local url = HOOKS.calls and redis.call('HGET', key, 'wh') or nil
+    url = url or c.wh
+    if url then hook_add('call', id, final, at, c.id, url) end
+  end
   if c.id ~= '' then
     stat(c.stats, 'final:' .. final, 1)
     stat(c.stats, 'open', -1)

@@ -6,7 +6,7 @@
 --   set: field, value, ... (a value '' removes the field). Fields: name, mc (max concurrent
 --     calls), rl (dials per second), w (weight), win (calling window, windows.py encoding),
 --     wtz (its time zone for numbers of unknown zone), rp (retry policy), cfg (default
---     call_config json), wh (status webhook url), we (webhook events), wp (1: calls' zones
+--     call_config json), wh (status webhook url), we (webhook events: final | all), wp (1: calls' zones
 --     are being filled in, so none is dialed meanwhile)
 --   pause | resume
 --   cancel: a limit of calls to end in this run, and a cursor in the scheduled set (0 first)
@@ -18,6 +18,7 @@ local P = {retention_ms = tonumber(ARGV[4]), hist_limit = tonumber(ARGV[5])}
 local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[6], dead = KEYS[7],
   stats = KEYS[8], sched = sched}
 local now = now_ms()
+hooks_init(prefix, ctl)
 local c = campaign(prefix, cp)
 local created = 0
 if redis.call('EXISTS', c.key) == 0 then
@@ -37,6 +38,7 @@ if op == 'set' then
     end
   end
   redis.call('HSET', c.key, 'up', now)
+  if redis.call('HGET', c.key, 'we') == 'all' then redis.call('HSET', ctl, 'hk_all', 1) end
   CAMPAIGNS[cp] = nil  -- read the new settings
   index_touch(index, ctl, campaign(prefix, cp))
   redis.call('PUBLISH', channel, 'c')  -- limits may have grown

@@ -12,6 +12,7 @@ local K = {prefix = KEYS[2], sched = KEYS[3], finished = KEYS[4], dead = KEYS[5]
 local id, reason, channel = ARGV[1], ARGV[2], ARGV[3]
 local P = parse_policy(ARGV, 4)
 local now = now_ms()
+hooks_init(K.prefix, K.ctl)
 
 local f = redis.call('HMGET', key, 'st', 'a', 'cid', 'cx', 'cp')
 local st = f[1]

@@ -32,6 +32,7 @@ local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[12], dead 
   stats = stats, sched = sched}
 local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
 local now = now_ms()
+hooks_init(prefix, ctl)
 
 -- 1. Promote scheduled calls whose time has come, at their original place in line.
 local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, promote_limit)

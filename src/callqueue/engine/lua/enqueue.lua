@@ -7,9 +7,10 @@
 -- ARGV[5] arrival sequence of the first call (0: take `ARGV[6]` numbers from the seq key here;
 --   a bulk enqueue reserves its numbers with its first script, so its calls keep their input
 --   order whichever of its scripts the server runs first)  ARGV[6] how many numbers to take
--- then 10 per call: id, spec json, priority rank, due ms (0: now), max_retries ('' = the
+-- then 11 per call: id, spec json, priority rank, due ms (0: now), max_retries ('' = the
 --   campaign's), max duration s (0: the dialing worker's default), body hash, phone number
---   (E.164), campaign id ('' none), time zones of the callee (comma-separated IANA names, '')
+--   (E.164), campaign id ('' none), time zones of the callee (comma-separated IANA names, ''),
+--   status webhook url of the call itself ('' none)
 -- Returns: {'ok', codes, first seq, status...}: codes has one letter per call, in order:
 --   q created queued, s created scheduled, e exists (same body), c conflict (same id, other
 --   body), d dnc (the number is on the do-not-call list: nothing is created), x its campaign
@@ -41,7 +42,7 @@ local new_ids = {}
 local listed = {}
 for first = 1, n, 1000 do
   local phones = {}
-  for i = first, math.min(n, first + 999) do phones[#phones + 1] = ARGV[6 + (i - 1) * 10 + 8] end
+  for i = first, math.min(n, first + 999) do phones[#phones + 1] = ARGV[6 + (i - 1) * 11 + 8] end
   local got = redis.call('SMISMEMBER', dnc, unpack(phones))
   for j = 1, #got do listed[first + j - 1] = got[j] end
 end
@@ -53,6 +54,7 @@ for first = FIRST_CALL_KEY, #KEYS, 1000 do
     break
   end
 end
+local call_hooks = false  -- a call with its own status webhook (flag hk_call)
 local seen = {}  -- ids created by this batch (the same id twice in one batch)
 local to_ready = {}  -- campaign id -> {score, id, ...}: one ZADD per campaign at the end
 local touched = {}  -- campaign id -> calls created
@@ -74,7 +76,7 @@ local function usable(cp)
 end
 for i = 1, n do
   local key = KEYS[FIRST_CALL_KEY - 1 + i]
-  local b = 6 + (i - 1) * 10
+  local b = 6 + (i - 1) * 11
   local id, spec, prio, due = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local hash, phone, cp, tz = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
   local existing = (any_exist or seen[id]) and redis.call('HMGET', key, 'st', 'h') or {}
@@ -93,6 +95,10 @@ for i = 1, n do
     if ARGV[b + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'mr', ARGV[b + 5] end
     if cp ~= '' then fields[#fields + 1], fields[#fields + 2] = 'cp', cp end
     if tz ~= '' then fields[#fields + 1], fields[#fields + 2] = 'tz', tz end
+    if ARGV[b + 11] ~= '' then
+      fields[#fields + 1], fields[#fields + 2] = 'wh', ARGV[b + 11]
+      call_hooks = true
+    end
     if has_batch then fields[#fields + 1], fields[#fields + 2] = 'b', batch_id end
     if status == 'scheduled' then
       fields[#fields + 1], fields[#fields + 2] = 'due', due
@@ -147,5 +153,6 @@ if has_batch and #new_ids > 0 then
   end
 end
 if has_batch and batch_ttl > 0 then redis.call('PEXPIRE', batch, batch_ttl) end
+if call_hooks then redis.call('HSET', ctl, 'hk_call', 1) end
 if wake then redis.call('PUBLISH', channel, 'e') end
 return out

@@ -18,6 +18,7 @@ local FIRST_CALL_KEY = 10
 local P = parse_policy(ARGV, 2)
 local hist_limit = P.hist_limit
 local now = now_ms()
+hooks_init(K.prefix, K.ctl)
 
 -- The carrier's id for the call: the dial answer's (request) id until a callback names the
 -- call itself; that one is what a hang-up needs.

@@ -17,6 +17,7 @@ local workers, dps, prefix = KEYS[8], KEYS[9], KEYS[10]
 local limit, worker, worker_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local P = parse_policy(ARGV, 5)
 local now = now_ms()
+hooks_init(K.prefix, K.ctl)
 
 local lapsed = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, limit)) do

@@ -17,6 +17,7 @@ local K = {prefix = KEYS[2], index = KEYS[3], sched = KEYS[4], live = KEYS[5], l
 local id, n, token, delay, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local P = parse_policy(ARGV, 7)
 local now = now_ms()
+hooks_init(K.prefix, K.ctl)
 if ARGV[17] == '1' then throttle(K.ctl, now, P.backoff_ms) end
 
 local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q', 'cp')
