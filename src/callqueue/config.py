@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(0.1, ge=0, le=1)
     retry_on: str = "busy,no_answer,failed,lost"
     machine_counts_as_done: bool = False
+    one_call_per_number: bool = Field(
+        True, description="never two live calls to the same number at once (across campaigns)"
+    )
+    max_attempts_per_number_per_day: int = Field(0, ge=0, le=1000)
     webhook_secret: str | None = Field(
         None, description="shared secret signing status webhooks (HMAC-SHA256)"
     )
@@ -142,6 +146,8 @@ class Settings(BaseSettings):
             grace_s=self.call_grace_seconds,
             dial_lease_s=self.dial_lease_seconds,
             retention_s=self.retention_seconds,
+            one_call_per_number=self.one_call_per_number,
+            max_attempts_per_number_per_day=self.max_attempts_per_number_per_day,
             retry=RetryPolicy(
                 retry_on=frozenset(Outcome(v) for v in self.retry_on.split(",") if v),
                 base_delay_s=self.retry_base_delay,

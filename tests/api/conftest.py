@@ -23,6 +23,8 @@ def make_settings(redis_url: str, unique_name: str) -> SettingsFactory:
             "api_keys": "",
             "carrier": "simulator",
             "agent_server_url": "http://127.0.0.1:9",  # nothing listens on the discard port
+            # The seed's number in every call: one-line-per-number has tests of its own.
+            "one_call_per_number": False,
             "_env_file": None,
         }
         values.update(overrides)

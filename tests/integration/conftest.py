@@ -28,6 +28,9 @@ def make_queue(client: Any, unique_name: str) -> MakeQueue:
         # No dial-rate limit unless a test sets one: the limiter paces grants (one per
         # 1/rate s), and tests of other things claim several calls back to back.
         options.setdefault("rate_per_second", 0)
+        # Tests of other things queue many calls to one number; one-line-per-number has its
+        # own tests.
+        options.setdefault("one_call_per_number", False)
         return CallQueue(client, unique_name, QueueOptions(**options))
 
     return make

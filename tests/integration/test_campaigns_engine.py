@@ -197,3 +197,35 @@ async def test_a_call_outside_its_window_waits_for_the_opening(make_queue: MakeQ
         assert "kolkata" in taken
     else:
         assert "kolkata" not in taken
+
+
+async def test_one_person_one_line_across_campaigns(make_queue: MakeQueue) -> None:
+    q = make_queue(one_call_per_number=True, line_wait_s=0.2, **NO_LIMITS)
+    same = "+919876512345"
+    await q.enqueue_many([call("a1", "a", phone_number=same), call("b1", "b", phone_number=same),
+                          call("a2", "a", phone_number="+919876512346")])  # fmt: skip
+    first = await claim_ids(q, 3)
+    assert sorted(first) == ["a1", "a2"]  # b1 waits: its number is on a live call
+    waiting = await q.get("b1")
+    assert waiting is not None and waiting.status == CallStatus.SCHEDULED
+    assert "another call to this number is live" in waiting.history[-1].note
+    await finish(q, "a1")
+    again: list[str] = []
+    deadline = time.monotonic() + 5
+    while not again and time.monotonic() < deadline:
+        again = await claim_ids(q, 3)
+        await asyncio.sleep(0.05)
+    assert again == ["b1"]  # the line is free once the first call is over
+    assert await q.client.hget(q.keys.lines, same) == b"b1"
+
+
+async def test_attempts_per_number_per_day(make_queue: MakeQueue) -> None:
+    q = make_queue(max_attempts_per_number_per_day=2, one_call_per_number=False, **NO_LIMITS)
+    number = "+919876500099"
+    await q.enqueue_many([call(f"d{i}", f"camp{i}", phone_number=number) for i in range(3)])
+    assert sorted(await claim_ids(q, 3)) == ["d0", "d1"]
+    third = await q.get("d2")
+    assert third is not None and third.status == CallStatus.SCHEDULED
+    assert third.next_attempt_ms is not None
+    day = third.history[-1].at_ms // 86_400_000
+    assert third.next_attempt_ms == (day + 1) * 86_400_000  # the next UTC day

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine_support import spec
+from engine_support import own_number, spec
 from procs import check_no_double_dial, start_worker, stop_workers, wait_for
 from test_workers_multiprocess import (
     CARRIER_LIFE_S,
@@ -30,7 +30,12 @@ async def test_workers_ride_out_a_redis_crash_and_restart(tmp_path: Path, unique
         client = connect(server.url)
         q = engine_queue(client, unique_name)
         ids = [f"r{i}" for i in range(150)]
-        await q.enqueue_many([spec(i, max_retries=MAX_RETRIES) for i in ids])
+        await q.enqueue_many(
+            [
+                spec(i, max_retries=MAX_RETRIES, phone_number=own_number(n))
+                for n, i in enumerate(ids)
+            ]
+        )
         env = worker_env(
             server.url, unique_name, ledger, MAX_CONCURRENT_CALLS="10", RATE_LIMIT_PER_SECOND="40"
         )

@@ -105,6 +105,7 @@ async def test_every_transition_when_asked(make_queue: MakeQueue) -> None:
         await q.ended(c.call_id, 1, EndFacts(Outcome.COMPLETED, duration_s=3))
         async with delivering(q):
             await wait_for(lambda: _got(hook, 5), 20, "every transition and the completion")
+
     def entry_order(d: Delivery) -> tuple[int, ...]:  # the outbox's order: its entry ids
         return tuple(int(part) for part in d.body["delivery_id"].split("-"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import spec
+from engine_support import own_number, spec
 from procs import (
     check_no_double_dial,
     dials,
@@ -88,7 +88,9 @@ async def test_three_workers_share_the_rate_limit_and_live_call_cap(
     client = connect(redis_url)
     q = engine_queue(client, unique_name)
     ids = [f"c{i}" for i in range(150)]
-    await q.enqueue_many([spec(i, max_retries=MAX_RETRIES) for i in ids])
+    await q.enqueue_many(
+        [spec(i, max_retries=MAX_RETRIES, phone_number=own_number(n)) for n, i in enumerate(ids)]
+    )
     env = worker_env(
         redis_url, unique_name, ledger, MAX_CONCURRENT_CALLS="8", RATE_LIMIT_PER_SECOND="20"
     )
@@ -117,7 +119,9 @@ async def sigkill_scenario(url: str, name: str, tmp_path: Path, cluster: bool) -
     client = connect(url, cluster=cluster)
     q = engine_queue(client, name)
     ids = [f"k{i}" for i in range(200)]
-    await q.enqueue_many([spec(i, max_retries=MAX_RETRIES) for i in ids])
+    await q.enqueue_many(
+        [spec(i, max_retries=MAX_RETRIES, phone_number=own_number(n)) for n, i in enumerate(ids)]
+    )
     env = worker_env(
         url,
         name,

@@ -99,6 +99,15 @@ class QueueKeys:
         return f"{self.prefix}hookfailidx"
 
     @property
+    def lines(self) -> str:
+        """HASH number -> the call live on it (one person, one line)."""
+        return f"{self.prefix}lines"
+
+    def number_attempts(self, day: int) -> str:
+        """HASH number -> attempts on UTC day ``day`` (days since 1970), for the daily cap."""
+        return f"{self.prefix}npd:{day}"
+
+    @property
     def zone_offsets(self) -> str:
         """HASH time zone -> its UTC offsets around now (what claim needs for calling windows)."""
         return f"{self.prefix}tzoff"

@@ -32,6 +32,12 @@ class QueueOptions:
     rate_backoff_s: float = 10.0  # after a carrier push-back, dial at half rate this long
     history_limit: int = 50
     promote_limit: int = 1000  # due scheduled calls moved to ready per claim
+    # One person, one line: never two live calls to the same number at once (across campaigns);
+    # a call whose number is busy waits `line_wait_s` and is looked at again.
+    one_call_per_number: bool = True
+    line_wait_s: float = 15.0
+    # At most this many attempts per number per day (UTC), over every campaign; 0: no cap.
+    max_attempts_per_number_per_day: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -46,6 +52,8 @@ class QueueOptions:
             "retention_s": self.retention_s > 0,
             "history_limit": self.history_limit >= 5,
             "promote_limit": self.promote_limit > 0,
+            "line_wait_s": self.line_wait_s > 0,
+            "max_attempts_per_number_per_day": self.max_attempts_per_number_per_day >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -260,6 +260,7 @@ class CallQueue:
                 k.finished,
                 k.dead,
                 k.zone_offsets,
+                k.lines,
             ],
             [
                 want,
@@ -275,6 +276,9 @@ class CallQueue:
                 o.default_max_duration_s * 1000,
                 o.retention_s * 1000,
                 o.rate_margin_ms,
+                "1" if o.one_call_per_number else "0",
+                int(o.line_wait_s * 1000),
+                o.max_attempts_per_number_per_day,
             ],
         )
         now = int(reply[0])

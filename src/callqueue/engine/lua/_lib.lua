@@ -280,6 +280,14 @@ local function parse_policy(argv, i)
   return P
 end
 
+-- One person, one line: the number's line is free again once this call's attempt is over.
+local function free_line(prefix, phone, id)
+  if phone then
+    local lines = prefix .. 'lines'
+    if redis.call('HGET', lines, phone) == id then redis.call('HDEL', lines, phone) end
+  end
+end
+
 -- A campaign's retry policy ('rp', set by the campaigns API) overrides the queue's:
 -- "outcomes csv|max retries ('' = the call's)|delay ms|lin or exp|factor|max delay ms".
 local function campaign_retry(c, P)
@@ -299,8 +307,9 @@ end
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach', 'fr', 'cp')
+    'mach', 'fr', 'cp', 'to')
   local c = campaign(K.prefix, f[12] or '')
+  free_line(K.prefix, f[13], id)
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)

@@ -13,6 +13,9 @@
 -- ARGV[8] promote limit  ARGV[9] wake channel  ARGV[10] dial lease + ring timeout + grace ms
 -- ARGV[11] default max duration ms (for calls that set none)  ARGV[12] retention ms
 -- ARGV[13] rate margin ms (added to a campaign limiter's window, as to the global one)
+-- ARGV[14] one call per number (0/1)  ARGV[15] how long a call to a busy number waits, ms
+-- ARGV[16] attempts allowed per number per UTC day (0: no cap)
+-- KEYS[15] lines (number -> the call live on it)
 -- Just before a call is dialed it is checked again: a number that joined the do-not-call list
 -- after it was queued is cancelled; a call outside its campaign's calling window (in the
 -- callee's local time, in every time zone of the number) is scheduled for the next opening.
@@ -28,6 +31,8 @@ local window, lease_ms, tok_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[
 local hist_limit, promote_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local ring_grace_ms, default_md_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
 local margin_ms = tonumber(ARGV[13])
+local one_line, line_wait, day_cap = ARGV[14] == '1', tonumber(ARGV[15]), tonumber(ARGV[16])
+local lines = KEYS[15]
 local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[12], dead = KEYS[13],
   stats = stats, sched = sched}
 local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
@@ -189,6 +194,34 @@ local function take(c, id)
       return false
     end
   end
+  local phone = f[7]
+  if one_line and phone then
+    -- One person, one line: not while another call to this number is live.
+    local holder = redis.call('HGET', lines, phone)
+    if holder and holder ~= id then
+      local life_end = redis.call('ZSCORE', live, holder)
+      if life_end and tonumber(life_end) > now then
+        local err = move_with(key, 'queued', 'scheduled', now, 'another call to this number is ' ..
+          'live: looked at again shortly', hist_limit, f[5], f[6], 'due', now + line_wait)
+        if err then error(err.err) end
+        redis.call('ZADD', sched, now + line_wait, id)
+        return false
+      end
+    end
+  end
+  local day_key
+  if day_cap > 0 and phone then
+    local day = math.floor(now / 86400000)
+    day_key = prefix .. 'npd:' .. day
+    if tonumber(redis.call('HGET', day_key, phone) or '0') >= day_cap then
+      local tomorrow = (day + 1) * 86400000
+      local err = move_with(key, 'queued', 'scheduled', now, 'this number had its ' .. day_cap ..
+        ' attempts today (UTC): due tomorrow', hist_limit, f[5], f[6], 'due', tomorrow)
+      if err then error(err.err) end
+      redis.call('ZADD', sched, tomorrow, id)
+      return false
+    end
+  end
   taken = taken + 1
   local attempt = tonumber(f[4] or '0') + 1
   local token = tok_prefix .. taken
@@ -204,6 +237,11 @@ local function take(c, id)
   if limit > 0 then redis.call('ZADD', rate, now, token) end
   redis.call('ZADD', c.live, life, id)
   if c.rl > 0 then redis.call('ZADD', c.rate, now, token) end
+  if one_line and phone then redis.call('HSET', lines, phone, id) end
+  if day_key then
+    redis.call('HINCRBY', day_key, phone, 1)
+    redis.call('PEXPIRE', day_key, 2 * 86400000)
+  end
   if c.id ~= '' then stat(c.stats, 'dialed', 1) end
   out[#out + 1] = id
   out[#out + 1] = attempt
