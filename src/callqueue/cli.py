@@ -1,4 +1,4 @@
-"""The ``callqueue`` command: up | api | worker | status | check | demo.
+"""The ``callqueue`` command: up | api | worker | status | check | demo | import.
 
 Heavy imports (FastAPI, the engine) happen inside the commands, so ``--help`` stays quick.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import ipaddress
+import os
 import shutil
 import sys
 import tempfile
@@ -24,12 +26,14 @@ from rich.table import Table
 
 from callqueue.config import ConfigError, Settings, load_settings
 from callqueue.logs import setup_logging
+from callqueue.models import Priority
 
 if TYPE_CHECKING:
     from callqueue.api.routes.queue import QueueStatusView
     from callqueue.dispatcher import Dispatcher
     from callqueue.engine.queue import CallQueue
     from callqueue.engine.reads import CallState, QueueSnapshot
+    from callqueue.imports import ColumnMapping, ImportResult, RejectedRow
     from callqueue.models import CallSpec
     from callqueue.runtime import Runtime
 
@@ -436,6 +440,284 @@ def demo(
     if concurrency is not None:
         overrides["max_concurrent_calls"] = concurrency
     _run(_demo(calls, overrides))
+
+
+# -- import -------------------------------------------------------------------------------------
+
+
+def rejected_report_path(path: Path) -> Path:
+    """Where the rejected rows of ``path`` go: ``calls.csv`` -> ``calls.rejected.csv``."""
+    stem = path.name[:-4] if path.name.lower().endswith(".csv") else path.name
+    return path.with_name(f"{stem}.rejected.csv")
+
+
+class RejectedReport:
+    """The rejected rows of an import as CSV: the original columns, then ``line`` and
+    ``errors``. Written to a temporary file and moved into place at the end; with nothing
+    rejected, no report is left (a stale one from an earlier run is removed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".part")
+        self.count = 0
+        self._file: Any = None
+        self._writer: Any = None
+
+    def add(self, row: RejectedRow) -> None:
+        from callqueue.imports import format_errors
+
+        if self._writer is None:
+            self._file = self.partial.open("w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file)
+            names = set(row.header)
+            extra = []
+            for name in ("line", "errors"):
+                while name in names:  # the file has such a column already
+                    name = f"_{name}"
+                extra.append(name)
+            self._writer.writerow([*row.header, *extra])
+        width = len(row.header)
+        cells = [*row.cells[:width], *[""] * (width - len(row.cells))]
+        beyond = list(row.cells[width:])  # cells past the header, kept after the two
+        self._writer.writerow([*cells, row.line, format_errors(row.errors), *beyond])
+        self.count += 1
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+    def finish(self) -> Path | None:
+        """The report's path, or None (and no report file) when nothing was rejected."""
+        self._close()
+        if self.count:
+            os.replace(self.partial, self.path)
+            return self.path
+        self.path.unlink(missing_ok=True)
+        return None
+
+    def abort(self) -> None:
+        self._close()
+        self.partial.unlink(missing_ok=True)
+
+
+def import_summary(result: ImportResult, report: Path | None) -> Table:
+    table = Table(title=f"import of {result.source} into campaign {result.campaign_id!r}")
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_row("rows read", str(result.rows))
+    table.add_row("queued", str(result.queued))
+    table.add_row("duplicates (queued before)", str(result.duplicates))
+    if result.duplicates_differing:
+        table.add_row("  of which with other values", str(result.duplicates_differing))
+    table.add_row("rejected", str(result.rejected))
+    for kind, count in result.rejected_by_kind.items():
+        if count:
+            table.add_row(f"  {kind}", str(count))
+    if result.blank_lines:
+        table.add_row("blank lines skipped", str(result.blank_lines))
+    table.add_row("batch", result.batch_id)
+    if report is not None:
+        table.add_row("rejected rows written to", str(report))
+    return table
+
+
+async def _import(
+    settings: Settings,
+    path: Path,
+    campaign: str,
+    mapping: ColumnMapping,
+    batch_size: int,
+    done: list[tuple[ImportResult, Path | None]],
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from callqueue.imports import import_csv
+    from callqueue.runtime import open_runtime
+
+    report = RejectedReport(rejected_report_path(path))
+    runtime = await open_runtime(settings)
+    try:
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task(f"checking {path.name}", total=None)
+
+            def on_progress(rows: int, total: int | None) -> None:
+                desc = f"importing {path.name}"
+                progress.update(task, description=desc, completed=rows, total=total)
+
+            result = await import_csv(
+                runtime.queue, path, campaign, mapping, batch_size=batch_size,
+                progress=on_progress, on_rejected=report.add, keep_rejected=5,
+            )  # fmt: skip
+    except BaseException:
+        report.abort()
+        raise
+    finally:
+        await runtime.aclose()
+    done.append((result, report.finish()))
+
+
+@app.command("import")
+def import_(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The CSV file (UTF-8, a header)."
+        ),
+    ],
+    campaign: Annotated[str, typer.Option(help="The campaign the calls join.")],
+    phone_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column of the phone numbers (default: phone_number, phone, "
+            "number or mobile, any case)."
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column of the call ids (default: custom_call_id or call_id if "
+            "present; else ids derived from campaign and number)."
+        ),
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--var",
+            metavar="COL[=NAME]",
+            help="A column to pass as call_config.variables[NAME] (repeatable). Given: only "
+            "these, unless --all-columns-as-variables.",
+        ),
+    ] = None,
+    all_columns_as_variables: Annotated[
+        bool | None,
+        typer.Option(
+            "--all-columns-as-variables/--no-all-columns-as-variables",
+            help="Pass every column not mapped to a call field as a variable (default: yes, "
+            "unless --var is given).",
+            show_default=False,
+        ),
+    ] = None,
+    priority: Annotated[
+        Priority | None,
+        typer.Option(case_sensitive=False, help="Priority of rows without one (default: normal)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Rows read and queued at a time.")
+    ] = 1000,
+) -> None:
+    """Queue the calls of a CSV file into a campaign, row by row: bad rows are reported in
+    FILE.rejected.csv (with their line and errors), the others queued. Running it again queues
+    nothing twice. Exit 0: every row queued (or queued before); 1: some rows rejected; 2: the
+    file or the options cannot be used."""
+    from rich.markup import escape
+
+    from callqueue.imports import ColumnMapping, CsvImportError, format_errors
+
+    try:
+        mapping = ColumnMapping.of(phone_column, id_column, var, all_columns_as_variables,
+                                   priority)  # fmt: skip
+    except CsvImportError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    settings = _settings()
+    done: list[tuple[ImportResult, Path | None]] = []
+    try:
+        _run(_import(settings, file, campaign, mapping, batch_size, done))
+    except CsvImportError as exc:
+        err.print(f"[red]cannot import: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    ((result, report),) = done
+    out.print(import_summary(result, report))
+    for row in result.rejected_rows:
+        err.print(f"  line {row.line}: {escape(format_errors(row.errors))}")
+    if result.rejected > len(result.rejected_rows):
+        err.print(f"  ... and {result.rejected - len(result.rejected_rows)} more")
+    raise typer.Exit(1 if result.rejected else 0)
+
+
+# -- do-not-call list ---------------------------------------------------------------------------
+
+
+def read_numbers(file: Path) -> list[tuple[int, str]]:
+    """(line, number) from a file: one per line, or a CSV whose first column holds them; blank
+    lines and lines starting with # are skipped."""
+    text = file.read_text(encoding="utf-8-sig")
+    numbers = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        cell = line.split(",")[0].strip().strip('"')
+        if cell and not cell.startswith("#"):
+            numbers.append((line_no, cell))
+    return numbers
+
+
+async def _dnc(settings: Settings, numbers: list[str], remove: bool, done: list[int]) -> None:
+    from callqueue.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        change = runtime.queue.dnc_remove if remove else runtime.queue.dnc_add
+        changed = 0
+        for start in range(0, len(numbers), 10_000):
+            changed += await change(numbers[start : start + 10_000])
+        done.append(changed)
+    finally:
+        await runtime.aclose()
+
+
+@app.command()
+def dnc(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Numbers, one per line (or a CSV, numbers in the first column).",
+        ),
+    ],
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Take the numbers off the list instead.")
+    ] = False,
+) -> None:
+    """Put the numbers of a file on the do-not-call list (or take them off): they are never
+    dialed, even if already queued. Numbers are normalised like phone_number; unreadable ones
+    are listed and skipped (exit 1 if any)."""
+    from rich.markup import escape
+
+    from callqueue.api.schemas import normalize_phone
+
+    good: list[str] = []
+    bad: list[tuple[int, str, str]] = []
+    for n, (line, raw) in enumerate(read_numbers(file)):
+        try:
+            good.append(str(normalize_phone(raw)))
+        except ValueError as exc:
+            if n == 0 and not any(ch.isdigit() for ch in raw):
+                continue  # a header
+            bad.append((line, raw, str(exc)))
+    done: list[int] = []
+    _run(_dnc(_settings(), good, remove, done))
+    changed, total = done[0], len(good)
+    verb, other = ("taken off", "not on it") if remove else ("added to", "on it already")
+    out.print(f"{changed} of {total} numbers {verb} the do-not-call list "
+              f"({total - changed} were {other}).")  # fmt: skip
+    for i, raw, reason in bad[:20]:
+        err.print(f"  line {i}: {escape(raw)}: {escape(reason)}")
+    if len(bad) > 20:
+        err.print(f"  ... and {len(bad) - 20} more unreadable numbers")
+    raise typer.Exit(1 if bad else 0)
 
 
 def main() -> None:

@@ -18,7 +18,13 @@ from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, add_security_to_openapi
 from callqueue.api.campaign_defaults import CampaignDefaults
 from callqueue.api.errors import ERRORS, install_error_handlers
-from callqueue.api.limits import BULK_MAX_BODY, DEFAULT_MAX_BODY, BodySizeLimit
+from callqueue.api.limits import (
+    BULK_MAX_BODY,
+    DEFAULT_MAX_BODY,
+    IMPORT_MAX_BODY,
+    IMPORT_PATH,
+    BodySizeLimit,
+)
 from callqueue.api.routes import (
     batches,
     calls,
@@ -108,7 +114,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(
-        BodySizeLimit, default=DEFAULT_MAX_BODY, limits={"/api/calls/bulk-queue": BULK_MAX_BODY}
+        BodySizeLimit,
+        default=DEFAULT_MAX_BODY,
+        limits={"/api/calls/bulk-queue": BULK_MAX_BODY},
+        patterns=[(IMPORT_PATH, IMPORT_MAX_BODY)],
     )
     app.add_middleware(ApiKeyGate, keys=settings.api_key_list)  # outermost: runs first
 

@@ -82,7 +82,7 @@ def clean_errors(errors: Iterable[Any], prefix: Loc = ()) -> list[dict[str, Any]
     """Pydantic/FastAPI error dicts -> ``{"loc", "msg", "type"}``, without the input values."""
     out = []
     for err in errors:
-        msg = str(err.get("msg", "invalid"))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's wrapper
         ctx = err.get("ctx") or {}
         if err.get("type") == "json_invalid" and "error" in ctx:
             msg = f"{msg}: {ctx['error']}"

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callqueue.api.campaign_schemas import CampaignSettings, NewCampaign, settings_view
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, error_doc
+from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, error_doc
+from callqueue.api.limits import IMPORT_MAX_BODY, capped_receive
 from callqueue.api.views import at
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import CampaignState, campaign_page, campaign_states
+from callqueue.models import Priority
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
 
@@ -201,3 +208,236 @@ async def cancel_campaign(queue: QueueDep, campaign_id: CampaignId) -> Cancelled
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found") from None  # fmt: skip
     return CancelledView(campaign_id=campaign_id, status="cancelled", cancelled_calls=done)
+
+
+# -- POST /api/campaigns/{campaign_id}/calls: a call list as CSV ---------------------------------
+
+#: Largest CSV accepted (the app's body-size middleware must allow at least this much here).
+MAX_IMPORT_BYTES = IMPORT_MAX_BODY  # the body-size middleware lets this path carry that much
+#: Rejected rows listed in the answer (the counts are always complete).
+MAX_LISTED_REJECTIONS = 10_000
+CSV_TYPES = ("text/csv", "application/csv")
+SPOOL_BYTES = 1024 * 1024  # a text/csv body over this goes to a temporary file
+SEED_CSV = (
+    "phone_number,name,email,priority\n"
+    "+919123456789,John Doe,john@example.com,high\n"
+    "+91 91234-56780,Jane Roe,jane@example.com,\n"
+)
+IMPORT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The call list, UTF-8 CSV with a header line: as a multipart form with "
+        "the file in the field `file`, or as the body itself (`text/csv`).",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "The CSV file."},
+                    },
+                },
+            },
+            "text/csv": {"schema": {"type": "string"}, "example": SEED_CSV},
+        },
+    }
+}  # fmt: skip
+
+
+class ImportRejection(BaseModel):
+    line: int = Field(..., description="Line of the row in the file (the header is line 1).")
+    kind: str = Field(
+        ..., description="invalid, dnc (number on the do-not-call list), conflict (its call id "
+        "was queued before with other values) or campaign_cancelled.",
+    )  # fmt: skip
+    errors: list[ErrorDetail] = Field(
+        ..., description="What is wrong; `loc` names the CSV column when the value came from "
+        "one (else the call field, e.g. [\"call_config\", \"variables\"]).",
+    )  # fmt: skip
+
+
+class ImportAnswer(BaseModel):
+    campaign_id: str = Field(..., description="The campaign.")
+    batch_id: str = Field(
+        ..., description="The batch every imported call of the campaign joins "
+        "(GET /api/batches/{batch_id} for progress).",
+    )  # fmt: skip
+    rows: int = Field(..., description="Data rows read (blank lines aside).")
+    queued: int = Field(..., description="Calls newly queued by this request.")
+    duplicates: int = Field(
+        ..., description="Rows whose call existed already (an earlier import, or the same "
+        "number earlier in the campaign): nothing queued twice.",
+    )  # fmt: skip
+    duplicates_differing: int = Field(
+        ..., description="Of the duplicates, rows whose number is in the campaign already "
+        "with other values: the earlier call stands.",
+    )  # fmt: skip
+    rejected_count: int = Field(..., description="Rows refused.")
+    rejected_by_kind: dict[str, int] = Field(..., description="Refused rows by kind.")
+    blank_lines: int = Field(..., description="Empty lines skipped.")
+    rejected: list[ImportRejection] = Field(
+        ..., description=f"The refused rows in file order (the first {MAX_LISTED_REJECTIONS})."
+    )
+    rejected_truncated: bool = Field(
+        ..., description=f"More than {MAX_LISTED_REJECTIONS} rows were refused: the list "
+        "stops there (the counts do not).",
+    )  # fmt: skip
+
+
+async def _spool_body(request: Request) -> Any:
+    """A text/csv body in a temporary file (memory up to SPOOL_BYTES), capped."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by caller
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_IMPORT_BYTES:
+                raise ApiError(413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes",
+                               ("body",), "too_large")  # fmt: skip
+            if size > SPOOL_BYTES:
+                await asyncio.to_thread(spool.write, chunk)
+            else:
+                spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _csv_charset_ok(content_type: str) -> bool:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"').lower().replace("_", "-") in ("utf-8", "utf8")
+    return True
+
+
+@router.post(
+    "/{campaign_id}/calls",
+    status_code=status.HTTP_201_CREATED,
+    summary="Import calls from a CSV file",
+    response_model=ImportAnswer,
+    openapi_extra=IMPORT_BODY_DOC,
+    responses={
+        200: {"model": ImportAnswer, "description": "Nothing new queued: every row was queued "
+              "before (a replay), or refused."},
+        413: error_doc(f"The CSV is larger than {MAX_IMPORT_BYTES} bytes."),
+        422: error_doc("The file cannot be imported at all (not UTF-8 CSV, empty, no phone "
+                       "column, a mapped column missing): nothing was queued."),
+    },
+)  # fmt: skip
+async def import_calls(
+    request: Request,
+    queue: QueueDep,
+    campaign_id: CampaignId,
+    phone_column: Annotated[
+        str | None,
+        Query(description="Column of the phone numbers. Default: the first of phone_number, "
+              "phone, number, mobile (any case; spaces and hyphens read as _)."),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        Query(description="Column of the call ids (custom_call_id). Default: custom_call_id or "
+              "call_id when present. A row without one gets an id derived from the campaign "
+              "and its E.164 number, so the same number twice in a campaign is one call."),
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        Query(description="`COL` or `COL=NAME` (repeat it): the column becomes "
+              "call_config.variables[NAME]. Given: only these columns, unless "
+              "all_columns_as_variables=true."),
+    ] = None,
+    all_columns_as_variables: Annotated[
+        bool | None,
+        Query(description="Every column not mapped to a call field becomes a variable named "
+              "by its header. Default: true unless `var` is given."),
+    ] = None,
+    priority: Annotated[
+        Priority | None,
+        Query(description="Priority of rows without one (no priority column, or an empty "
+              "cell). Default: normal."),
+    ] = None,
+    batch_size: Annotated[
+        int, Query(ge=1, le=10_000, description="Rows validated and queued at a time.")
+    ] = 1000,
+) -> Response:  # fmt: skip
+    """Queues the calls of a CSV call list into the campaign. Each row is checked on its own
+    with the rules of `POST /api/calls/queue` (phone numbers normalised to E.164, `timezone`,
+    `priority`, `scheduled_at` and `max_retries` columns read as those fields, the other
+    columns passed as `call_config.variables`, as strings); valid rows are queued even when
+    others are refused, and each refused row is listed with its line and errors. Empty cells
+    are absent values; blank lines are skipped; the campaign's default call_config applies.
+
+    Posting the same file again queues nothing twice (200). A campaign not created before is
+    created with default settings, as when calls name it. Send the file as multipart
+    (`file` field) or as a `text/csv` body, UTF-8 (a BOM is fine), at most 50 MB."""
+    from callqueue import imports
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    form: Any = None
+    loc: tuple[str, ...] = ("body",)
+    if kind == "multipart/form-data":
+        too_large = ApiError(413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes", ("body",),
+                             "too_large")  # fmt: skip
+        capped = Request(
+            request.scope, capped_receive(request.receive, MAX_IMPORT_BYTES, lambda: too_large)
+        )
+        try:
+            form = await capped.form(max_files=1, max_fields=10)
+        except StarletteHTTPException as exc:  # the multipart parser's 400
+            raise ApiError(400, f"the multipart form is not readable: {exc.detail}", ("body",),
+                           "invalid_body") from None  # fmt: skip
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            await form.close()
+            raise ApiError(422, "the form needs the CSV file in a field named 'file'",
+                           ("body", "file"), "missing")  # fmt: skip
+        binary, name, loc = upload.file, upload.filename or "the uploaded file", ("body", "file")
+    elif kind in CSV_TYPES:
+        if not _csv_charset_ok(content_type):
+            raise ApiError(422, "the CSV must be UTF-8 (charset=utf-8)", ("body",),
+                           "content_type")  # fmt: skip
+        binary, name, loc = await _spool_body(request), "the CSV body", ("body",)
+    else:
+        raise ApiError(422, "send the CSV as multipart/form-data (field 'file') or as text/csv",
+                       ("body",), "content_type")  # fmt: skip
+    try:
+        mapping = imports.ColumnMapping.of(phone_column, id_column, var,
+                                           all_columns_as_variables, priority)  # fmt: skip
+        defaults = await request.app.state.campaign_defaults.get([campaign_id])
+        result = await imports.import_csv(
+            queue, binary, campaign_id, mapping, name=name, batch_size=batch_size,
+            defaults=defaults, keep_rejected=MAX_LISTED_REJECTIONS,
+        )  # fmt: skip
+    except imports.CsvImportError as exc:
+        where = loc
+        if exc.option == "campaign":
+            where = ("path", "campaign_id")
+        elif exc.option is not None and exc.option != "batch_size":
+            where = ("query", exc.option)
+        raise ApiError(422, str(exc), where, "invalid_csv") from None
+    finally:
+        if form is not None:
+            await form.close()
+        else:
+            binary.close()
+    answer = {
+        "campaign_id": campaign_id,
+        "batch_id": result.batch_id,
+        "rows": result.rows,
+        "queued": result.queued,
+        "duplicates": result.duplicates,
+        "duplicates_differing": result.duplicates_differing,
+        "rejected_count": result.rejected,
+        "rejected_by_kind": result.rejected_by_kind,
+        "blank_lines": result.blank_lines,
+        "rejected": [
+            {"line": r.line, "kind": r.kind, "errors": r.errors} for r in result.rejected_rows
+        ],
+        "rejected_truncated": result.rejected_truncated,
+    }
+    code = status.HTTP_201_CREATED if result.queued else status.HTTP_200_OK
+    return Response(orjson.dumps(answer), code, media_type="application/json")
