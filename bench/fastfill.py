@@ -4,7 +4,8 @@ Building and packing the ~7,000 arguments of each 1,000-call batch is most of th
 cost of ``CallQueue.enqueue_many``. For the 1,000,000-call backlog (set-up, not a measured
 figure) this module captures the exact command ``enqueue_many`` sends for one 1,000-call batch
 (through a stand-in client, so only the public API is used), and replays it over a plain socket
-with the call ids substituted, several batches in flight, which leaves Redis as the only limit.
+with the call ids and numbers substituted, several batches in flight, which leaves Redis as the
+only limit.
 Redis runs the same enqueue function with the same arguments, so the stored calls are identical
 to the library's; every reply is checked, and :func:`fast_fill` verifies samples with
 ``CallQueue.get``.
@@ -19,13 +20,16 @@ from typing import Any
 
 import hiredis
 
-from bench.common import make_spec, make_specs
+from bench.common import make_spec, make_specs, number_for
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallStatus
 
 BATCH = 1_000
 IN_FLIGHT = 4
-_ID = re.compile(rb"call-(\d{7})")
+# Where the template differs from call to call: its id, and its number (number_for("call", i)
+# ends with i in 7 digits).
+_NUMBER_HEAD = number_for("call", 0)[:-7].encode()
+_SPLIT = re.compile(rb"call-(\d{7})|" + re.escape(_NUMBER_HEAD) + rb"(\d{7})")
 
 
 class _Capture:
@@ -62,10 +66,13 @@ def _resp(args: Sequence[Any]) -> bytes:
 class _Template:
     """The wire bytes of one ``enqueue_many`` batch, split at every call id."""
 
-    def __init__(self, size: int, segments: list[bytes], ids: list[int]) -> None:
+    def __init__(
+        self, size: int, segments: list[bytes], ids: list[int], kinds: list[bytes]
+    ) -> None:
         self.size = size
         self.segments = segments
         self.ids = ids  # the template call number at each split point
+        self.kinds = kinds  # what goes there: b"call-" (its id) or the number's head
 
     @classmethod
     async def capture(cls, queue: CallQueue, size: int) -> _Template:
@@ -83,21 +90,22 @@ class _Template:
                 "bench/fastfill.py needs updating"
             )
         wire = _resp(capture.commands[0])
-        segments, ids, pos = [], [], 0
-        for match in _ID.finditer(wire):
+        segments, ids, kinds, pos = [], [], [], 0
+        for match in _SPLIT.finditer(wire):
             segments.append(wire[pos : match.start()])
-            ids.append(int(match.group(1)))
+            ids.append(int(match.group(1) or match.group(2)))
+            kinds.append(b"call-" if match.group(1) else _NUMBER_HEAD)
             pos = match.end()
         segments.append(wire[pos:])
         if sorted(set(ids)) != list(range(size)):
             raise RuntimeError("the captured enqueue command does not name every call id")
-        return cls(size, segments, ids)
+        return cls(size, segments, ids, kinds)
 
     def render(self, first: int) -> bytes:
         """The command for calls ``first`` .. ``first + size - 1``."""
         parts = [self.segments[0]]
-        for i, segment in zip(self.ids, self.segments[1:], strict=True):
-            parts.append(b"call-%07d" % (first + i))
+        for i, kind, segment in zip(self.ids, self.kinds, self.segments[1:], strict=True):
+            parts.append(kind + b"%07d" % (first + i))
             parts.append(segment)
         return b"".join(parts)
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from bench.common import CALL_CONFIG, CAMPAIGN, PHONE, open_queue, private_server
+from bench.common import CALL_CONFIG, CAMPAIGN, number_for, open_queue, private_server
 from bench.http import (
     ROUNDS,
     callqueue_process,
@@ -67,7 +67,7 @@ def specs(prefix: str, count: int) -> list[CallSpec]:
     return [
         CallSpec(
             call_id=f"{prefix}-{i:07d}",
-            phone_number=PHONE,
+            phone_number=number_for(prefix, i),
             campaign_id=CAMPAIGN,
             config=CONFIG,
             priority=Priority.NORMAL,
