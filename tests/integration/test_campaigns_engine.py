@@ -229,3 +229,44 @@ async def test_attempts_per_number_per_day(make_queue: MakeQueue) -> None:
     assert third.next_attempt_ms is not None
     day = third.history[-1].at_ms // 86_400_000
     assert third.next_attempt_ms == (day + 1) * 86_400_000  # the next UTC day
+
+
+def ms(text: str, zone: str) -> int:
+    """Epoch ms of a local wall time in ``zone``."""
+    from zoneinfo import ZoneInfo
+
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).timestamp() * 1000)
+
+
+async def test_windows_at_claim_across_zones_and_midnight(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    # Friday and Saturday nights, 22:00 to 02:00 the next morning, callee's local time.
+    window = CallingWindow.parse("fri-sat 22:00-02:00")
+    await camps.configure("night", {"win": window.encode()})
+    ny, kolkata, both = ("America/New_York",), ("Asia/Kolkata",), (
+        "America/New_York", "America/Chicago")  # fmt: skip
+    await q.enqueue_many([
+        call("ny", "night", time_zones=ny, phone_number="+12125550101"),
+        call("in", "night", time_zones=kolkata, phone_number="+919876500201"),
+        call("us", "night", time_zones=both, phone_number="+12125550102"),
+    ])  # fmt: skip
+    # Saturday 2026-12-05 01:30 in New York: still Friday night's opening there; in Kolkata it is
+    # Saturday 12:00 (closed); in Chicago 00:30 (open): the two-zone call may go too.
+    at = ms("2026-12-05T01:30", "America/New_York")
+    await q.register_zones([*ny, *kolkata, *both], now_ms=at)
+    taken = {c.call_id for c in (await q.claim(10, at_ms=at)).calls}
+    assert taken == {"ny", "us"}
+    record = await q.get("in")
+    assert record is not None and record.status == CallStatus.SCHEDULED
+    # Its next opening: Saturday 22:00 in Kolkata.
+    assert record.next_attempt_ms == ms("2026-12-05T22:00", "Asia/Kolkata")
+    # At 02:30 in New York (01:30 in Chicago) New York's night is over: a call spanning both
+    # zones waits, closed in one zone is closed.
+    await q.enqueue(call("late", "night", time_zones=both, phone_number="+12125550103"))
+    later = ms("2026-12-05T02:30", "America/New_York")
+    assert (await q.claim(10, at_ms=later)).calls == []
+    late = await q.get("late")
+    assert late is not None and late.status == CallStatus.SCHEDULED
+    # Both zones are open again when Saturday 22:00 comes in Chicago (23:00 in New York).
+    assert late.next_attempt_ms == ms("2026-12-05T22:00", "America/Chicago")

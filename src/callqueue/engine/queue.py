@@ -241,7 +241,9 @@ class CallQueue:
         return results
 
     # -- claim ------------------------------------------------------------------------------
-    async def claim(self, want: int) -> ClaimResult:
+    async def claim(self, want: int, at_ms: int | None = None) -> ClaimResult:
+        """Up to ``want`` calls to dial now. ``at_ms``: decide as if the time were that (epoch
+        ms) instead of the server clock's - for tests of calling windows."""
         k, o = self.keys, self.options
         reply = await self._scripts.claim(
             self.client,
@@ -279,6 +281,7 @@ class CallQueue:
                 "1" if o.one_call_per_number else "0",
                 int(o.line_wait_s * 1000),
                 o.max_attempts_per_number_per_day,
+                at_ms or 0,
             ],
         )
         now = int(reply[0])

@@ -15,6 +15,7 @@
 -- ARGV[13] rate margin ms (added to a campaign limiter's window, as to the global one)
 -- ARGV[14] one call per number (0/1)  ARGV[15] how long a call to a busy number waits, ms
 -- ARGV[16] attempts allowed per number per UTC day (0: no cap)
+-- ARGV[17] clock override ms (0: the server clock; tests of calling windows set it)
 -- KEYS[15] lines (number -> the call live on it)
 -- Just before a call is dialed it is checked again: a number that joined the do-not-call list
 -- after it was queued is cancelled; a call outside its campaign's calling window (in the
@@ -36,7 +37,7 @@ local lines = KEYS[15]
 local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[12], dead = KEYS[13],
   stats = stats, sched = sched}
 local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
-local now = now_ms()
+local now = tonumber(ARGV[17]) > 0 and tonumber(ARGV[17]) or now_ms()
 hooks_init(prefix, ctl)
 
 -- 1. Promote scheduled calls whose time has come, at their original place in line.
