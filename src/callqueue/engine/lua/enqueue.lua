@@ -74,34 +74,45 @@ local function usable(cp)
   end
   return c.st ~= 'cancelled'
 end
+-- The campaign of the previous row: a batch is usually all one campaign, so its list and
+-- checks are kept at hand (table lookups and # are not free in a 1,000-row loop).
+local last_cp, last_ok, last_list, last_len = nil, false, nil, 0
+local n_new = 0
 for i = 1, n do
   local key = KEYS[FIRST_CALL_KEY - 1 + i]
   local b = 6 + (i - 1) * 11
   local id, spec, prio, due = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local hash, phone, cp, tz = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
   local existing = (any_exist or seen[id]) and redis.call('HMGET', key, 'st', 'h') or {}
+  if cp ~= last_cp then
+    if last_list then to_ready[last_cp] = last_list end
+    last_cp, last_ok = cp, usable(cp)
+    last_list = to_ready[cp]
+    last_len = last_list and #last_list or 0
+  end
   if existing[1] then
     codes[i] = (existing[2] == hash) and 'e' or 'c'
     out[#out + 1] = existing[1]
   elseif listed[i] == 1 then
     codes[i] = 'd'
-  elseif not usable(cp) then
+  elseif not last_ok then
     codes[i] = 'x'
   else
     local score = prio * BAND + seq + i - 1
     local status = (due > now) and 'scheduled' or 'queued'
     local fields = {'s', spec, 'st', status, 'q', score, 'md', ARGV[b + 6], 'cr', now,
       'h', hash, 'to', phone, 'hist', now .. '|' .. status .. '|\n'}
-    if ARGV[b + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'mr', ARGV[b + 5] end
-    if cp ~= '' then fields[#fields + 1], fields[#fields + 2] = 'cp', cp end
-    if tz ~= '' then fields[#fields + 1], fields[#fields + 2] = 'tz', tz end
+    local nf = 16
+    if ARGV[b + 5] ~= '' then fields[nf + 1], fields[nf + 2], nf = 'mr', ARGV[b + 5], nf + 2 end
+    if cp ~= '' then fields[nf + 1], fields[nf + 2], nf = 'cp', cp, nf + 2 end
+    if tz ~= '' then fields[nf + 1], fields[nf + 2], nf = 'tz', tz, nf + 2 end
     if ARGV[b + 11] ~= '' then
-      fields[#fields + 1], fields[#fields + 2] = 'wh', ARGV[b + 11]
+      fields[nf + 1], fields[nf + 2], nf = 'wh', ARGV[b + 11], nf + 2
       call_hooks = true
     end
-    if has_batch then fields[#fields + 1], fields[#fields + 2] = 'b', batch_id end
+    if has_batch then fields[nf + 1], fields[nf + 2], nf = 'b', batch_id, nf + 2 end
     if status == 'scheduled' then
-      fields[#fields + 1], fields[#fields + 2] = 'due', due
+      fields[nf + 1], fields[nf + 2] = 'due', due
       redis.call('HSET', key, unpack(fields))
       if sched_head == nil then
         local head = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
@@ -115,20 +126,18 @@ for i = 1, n do
       codes[i] = 's'
     else
       redis.call('HSET', key, unpack(fields))
-      local list = to_ready[cp]
-      if not list then
-        list = {}
-        to_ready[cp] = list
-      end
-      list[#list + 1] = score
-      list[#list + 1] = id
+      if not last_list then last_list = {} end
+      last_list[last_len + 1], last_list[last_len + 2] = score, id
+      last_len = last_len + 2
       codes[i] = 'q'
     end
-    new_ids[#new_ids + 1] = id
+    n_new = n_new + 1
+    new_ids[n_new] = id
     seen[id] = true
     touched[cp] = (touched[cp] or 0) + 1
   end
 end
+if last_list then to_ready[last_cp] = last_list end
 for cp, list in pairs(to_ready) do
   local c = campaign(prefix, cp)
   if c.st == 'active' and redis.call('ZCARD', c.ready) == 0 then wake = true end
