@@ -270,3 +270,26 @@ async def test_windows_at_claim_across_zones_and_midnight(make_queue: MakeQueue)
     assert late is not None and late.status == CallStatus.SCHEDULED
     # Both zones are open again when Saturday 22:00 comes in Chicago (23:00 in New York).
     assert late.next_attempt_ms == ms("2026-12-05T22:00", "America/Chicago")
+
+
+async def test_a_retry_is_scheduled_into_the_window(make_queue: MakeQueue) -> None:
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    now = datetime.now(UTC)
+    start = (now.hour + 2) % 24
+    window = CallingWindow(frozenset(range(7)), start * 60, (start + 1) * 60 % 1440 or 1440)
+    policy = CampaignRetry(retry_on=frozenset({Outcome.BUSY}), max_retries=2, delay_s=0,
+                           backoff="linear")  # fmt: skip
+    await camps.configure("rw", {"win": window.encode(), "wtz": "UTC", "rp": policy.encode()})
+    await q.enqueue(call("r", "rw", time_zones=("UTC",)))
+    await q.register_zones(["UTC"])
+    opening = window.next_open(["UTC"], now)
+    assert opening is not None
+    inside = int(opening.timestamp() * 1000) + 60_000
+    (c,) = (await q.claim(1, at_ms=inside)).calls  # dialed inside the window
+    result = await q.ended(c.call_id, 1, EndFacts(Outcome.BUSY))
+    assert result.status == CallStatus.SCHEDULED
+    record = await q.get("r")
+    assert record is not None and record.next_attempt_ms is not None
+    # Retried "at once" by the policy, but now is outside the window: due at its opening.
+    assert record.next_attempt_ms == int(opening.timestamp() * 1000)

@@ -29,9 +29,9 @@ NAMES = (
     "enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc", "campaign", "zones",
     "hooks",
 )  # fmt: skip
-#: Shared helpers, in this order, before the transitions: the library's own (``_lib``) and the
-#: calling-window arithmetic (``_window``).
-HELPERS = ("_lib", "_window")
+#: Shared helpers, in this order, before the transitions: the calling-window arithmetic
+#: (``_window``, self-contained) and the library's own (``_lib``, which uses it).
+HELPERS = ("_window", "_lib")
 
 
 class ScriptError(RuntimeError):

@@ -14,6 +14,7 @@ local PHASE = {accepted = 1, ringing = 1, answered = 2, ended = 3}
 -- settings are read once per run.
 local PENDING = {}
 local CAMPAIGNS = {}
+local OFFSETS = {}  -- time zone -> its offset entry (or false: not recorded), read once per run
 local MAYBE_DONE = {}  -- campaigns whose last open call may have ended in this run
 -- Status webhooks of this run: set by hooks_init (scripts that change calls call it).
 local HOOKS = nil
@@ -21,6 +22,7 @@ local HOOKS = nil
 local function invocation_start()
   PENDING = {}
   CAMPAIGNS = {}
+  OFFSETS = {}
   MAYBE_DONE = {}
   HOOKS = nil
 end
@@ -280,6 +282,34 @@ local function parse_policy(argv, i)
   return P
 end
 
+-- The offset entries (zones.lua) of a call's time zones - its own (`tz`), else its campaign's
+-- window zone - or nil when none is known or one is not recorded yet.
+local function zone_entries(prefix, c, tz)
+  local names = (tz and tz ~= '') and tz or c.wtz
+  if not names or names == '' then return nil end
+  local entries = {}
+  for zone in string.gmatch(names, '[^,]+') do
+    local e = OFFSETS[zone]
+    if e == nil then
+      e = redis.call('HGET', prefix .. 'tzoff', zone) or false
+      OFFSETS[zone] = e
+    end
+    if not e then return nil end
+    entries[#entries + 1] = e
+  end
+  return entries
+end
+
+-- A retry due at `due` moves to its campaign's next calling-window opening when `due` falls
+-- outside the window (the claim checks again just before dialing in any case).
+local function within_window(prefix, c, tz, due)
+  if not c.win or c.win == '' then return due end
+  local entries = zone_entries(prefix, c, tz)
+  if not entries then return due end
+  local opens = window_next_open(window_parse(c.win), entries, due)
+  return opens > due and opens or due
+end
+
 -- One person, one line: the number's line is free again once this call's attempt is over.
 local function free_line(prefix, phone, id)
   if phone then
@@ -307,7 +337,7 @@ end
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach', 'fr', 'cp', 'to')
+    'mach', 'fr', 'cp', 'to', 'tz')
   local c = campaign(K.prefix, f[12] or '')
   free_line(K.prefix, f[13], id)
   redis.call('ZREM', K.live, id)
@@ -371,7 +401,7 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     end
     delay = math.min((R and R.cap_ms) or P.cap_ms, delay)
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
-    local due = at + delay
+    local due = within_window(K.prefix, c, f[14], at + delay)
     local err = move_with(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
       P.hist_limit, f[8], f[9], 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
     if err then return err end

@@ -142,24 +142,6 @@ local function campaign_room(c)
   return room, -1, ''
 end
 
--- Offsets of the time zones in play, read once per run.
-local OFFSETS = {}
-local function zone_entries(c, tz)
-  local names = (tz and tz ~= '') and tz or c.wtz
-  if not names or names == '' then return nil end
-  local entries = {}
-  for zone in string.gmatch(names, '[^,]+') do
-    local e = OFFSETS[zone]
-    if e == nil then
-      e = redis.call('HGET', tzoff, zone) or false
-      OFFSETS[zone] = e
-    end
-    if not e then return nil end
-    entries[#entries + 1] = e
-  end
-  return entries
-end
-
 -- 4. Take the calls. One call: dialed (returns true), or handled otherwise (false).
 local function take(c, id)
   local key = call_prefix .. id
@@ -173,7 +155,7 @@ local function take(c, id)
     return false
   end
   if c.win and c.win ~= '' then
-    local entries = zone_entries(c, f[8])
+    local entries = zone_entries(prefix, c, f[8])
     local opens
     if entries then
       opens = window_next_open(window_parse(c.win), entries, now)
