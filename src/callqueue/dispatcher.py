@@ -18,7 +18,6 @@ import uuid
 from typing import Protocol
 
 from callqueue.carriers.base import Carrier, DialKind, DialRequest
-from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import HEARTBEAT_S, WORKER_TTL_S
 from callqueue.engine.queue import CallQueue, EndFacts
@@ -312,7 +311,7 @@ class Dispatcher:
             return
         self._zones_due = loop.time() + ZONES_REFRESH_S
         try:
-            await CampaignEngine(self.queue).refresh_zones()
+            await self.queue.refresh_zones()
         except Exception as exc:
             self._zones_due = loop.time() + 60.0
             log.warning("refreshing time-zone offsets failed: %s", exc)

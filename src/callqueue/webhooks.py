@@ -95,6 +95,13 @@ class Event:
                    d["campaign_id"], d["url"], d["attempts"], retry_member=member)  # fmt: skip
 
 
+async def hooks_op(queue: CallQueue, *args: object) -> Any:
+    """One hooks.lua step (the delivery bookkeeping) on ``queue``."""
+    k = queue.keys
+    keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
+    return await queue._scripts.hooks(queue.client, keys, [str(a) for a in args])
+
+
 def backoff_s(attempts: int, first_s: float = FIRST_RETRY_S) -> float:
     return float(min(MAX_RETRY_S, first_s * 2 ** max(0, attempts - 1)))
 

@@ -120,14 +120,6 @@ class CampaignEngine:
             if cursor < 0:
                 return total
 
-    async def refresh_zones(self, now_ms: int | None = None) -> int:
-        """Renews every recorded zone's offsets (workers do this periodically); returns how
-        many zones there are."""
-        raw = await self.queue.client.hkeys(self.queue.keys.zone_offsets)
-        zones = [_s(z) for z in raw]
-        await self.queue.register_zones(zones, now_ms)
-        return len(zones)
-
 
 def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -195,6 +195,13 @@ class CallQueue:
             await self._scripts.zones(self.client, [self.keys.zone_offsets], args)
         self._zones_known.update(zones)
 
+    async def refresh_zones(self, now_ms: int | None = None) -> int:
+        """Renews every recorded zone's offsets (workers do this periodically: an entry knows
+        the zone's next change only); returns how many zones there are."""
+        zones = [_s(z) for z in await self.client.hkeys(self.keys.zone_offsets)]
+        await self.register_zones(zones, now_ms)
+        return len(zones)
+
     async def _know_zones(self, specs: Sequence[CallSpec]) -> None:
         new = {z for spec in specs for z in spec.time_zones} - self._zones_known
         if new:

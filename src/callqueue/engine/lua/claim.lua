@@ -25,8 +25,8 @@
 --   ...}; blocked is '' | empty | paused | rate | concurrency
 local prefix, index, sched, live, leases, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
-local stats, dps, ctl, call_prefix, dnc, tzoff = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11],
-  KEYS[14]
+-- (KEYS[14], the zone offsets, is read through zone_entries in _lib.lua.)
+local stats, dps, ctl, call_prefix, dnc = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local want, max_live, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, lease_ms, tok_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local hist_limit, promote_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
