@@ -261,8 +261,10 @@ def zones_for_number(e164: str, override: str | None = None) -> tuple[str, ...]:
     import phonenumbers
     from phonenumbers import timezone as pn_timezone
 
+    from callqueue.numbers import parse_international
+
     try:
-        number = phonenumbers.parse(e164, None)
+        number = parse_international(e164)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(
             f"not a phone number in E.164 form (+<country><number>): {e164!r}"

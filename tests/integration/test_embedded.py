@@ -32,6 +32,7 @@ from callqueue.embedded import (
     server_binary,
 )
 from callqueue.engine.connection import connect, connect_sync, describe
+from callqueue.engine.lean import LeanPool
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
@@ -542,6 +543,11 @@ async def test_tls_round_trip(tls_server: EmbeddedServer, tls_files: TlsFiles) -
     client = connect(tls_server.url, tls_ca=str(tls_files.ca))
     try:
         assert await client.ping() is True
+        # The engine's multiplexed path runs over the same TLS connection set-up.
+        lean = client.connection_pool
+        assert isinstance(lean, LeanPool)
+        replies = await asyncio.gather(*(lean.execute("INCR", "tls:n") for _ in range(100)))
+        assert replies == list(range(1, 101))
     finally:
         await client.aclose()
 

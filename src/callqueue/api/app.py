@@ -18,6 +18,7 @@ from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, add_security_to_openapi
 from callqueue.api.campaign_defaults import CampaignDefaults
 from callqueue.api.errors import ERRORS, install_error_handlers
+from callqueue.api.hot import CallQueueApp
 from callqueue.api.limits import (
     BULK_MAX_BODY,
     DEFAULT_MAX_BODY,
@@ -74,7 +75,7 @@ def _complete_openapi(app: FastAPI, bodies: tuple[type[BaseModel], ...]) -> None
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> CallQueueApp:
     if settings is None:
         settings = runtime.settings if runtime is not None else load_settings()
     app_settings = settings
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 await app.state.runtime.aclose()
 
     otel = settings.otel_telemetry
-    app = FastAPI(
+    app = CallQueueApp(
         telemetry={"tracing": otel, "metrics": otel, "logs": otel, "operation_spans": otel},
         title="callqueue",
         version=__version__,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.hot_path = not otel  # the framework's spans cover every request only without it
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,

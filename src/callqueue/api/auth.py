@@ -56,23 +56,32 @@ class ApiKeyGate:
         if scope["type"] != "http" or not self.keys or not needs_key(scope["path"]):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers") or []}  # fmt: skip
-        if authorized(headers, self.keys):
+        if authorized(header_map(scope), self.keys):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(
-            {"detail": [{"loc": ["header", "Authorization"], "msg": UNAUTHORIZED,
-                         "type": "unauthorized"}]}
-        )  # fmt: skip
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b"Bearer")],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        await send_unauthorized(send)
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (the last one of a name wins)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in scope.get("headers") or []}  # fmt: skip
+
+
+async def send_unauthorized(send: Send) -> None:
+    """The 401 answer."""
+    body = orjson.dumps(
+        {"detail": [{"loc": ["header", "Authorization"], "msg": UNAUTHORIZED,
+                     "type": "unauthorized"}]}
+    )  # fmt: skip
+    await send({
+        "type": "http.response.start",
+        "status": 401,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer")],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
 SECURITY_SCHEMES: dict[str, Any] = {

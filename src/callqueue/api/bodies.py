@@ -40,9 +40,14 @@ def decode_json(raw: bytes) -> Any:
 
 async def read_model(request: Request, model: type[M]) -> M:
     """The body as ``model``, or an ApiError (422) naming every field at fault."""
-    if not is_json(request.headers.get("content-type", "")):
+    return parse_model(request.headers.get("content-type", ""), await request.body(), model)
+
+
+def parse_model(content_type: str, raw: bytes, model: type[M]) -> M:
+    """``raw`` (sent as ``content_type``) as ``model``, or an ApiError naming the fault."""
+    if not is_json(content_type):
         raise ApiError(422, NOT_JSON, ("body",), "content_type")
-    data = decode_json(await request.body())
+    data = decode_json(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ IMPORT_MAX_BODY = 50 * 1024 * 1024  # a campaign's CSV list (POST /api/campaigns
 IMPORT_PATH = re.compile(r"^/api/campaigns/[^/]+/calls$")
 
 
-def _too_large(limit: int) -> str:
+def too_large_msg(limit: int) -> str:
     return f"request body is larger than {limit} bytes"
 
 
@@ -71,27 +71,29 @@ class BodySizeLimit:
         limit = self.limit_for(scope["path"])
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+            await send_too_large(send, limit)
             return
         await self.app(
-            scope, capped_receive(receive, limit, lambda: HTTPException(413, _too_large(limit))),
+            scope, capped_receive(receive, limit, lambda: HTTPException(413, too_large_msg(limit))),
             send,
         )  # fmt: skip
 
-    @staticmethod
-    async def _reject(send: Send, limit: int) -> None:
-        body = orjson.dumps(
-            {"detail": [{"loc": ["body"], "msg": _too_large(limit), "type": "too_large"}]}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def send_too_large(send: Send, limit: int) -> None:
+    """The 413 answer to a declared Content-Length over ``limit`` (the body is not read: the
+    connection is closed after it)."""
+    body = orjson.dumps(
+        {"detail": [{"loc": ["body"], "msg": too_large_msg(limit), "type": "too_large"}]}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from callqueue.models import Priority
+from callqueue.numbers import parse_international
 from callqueue.windows import zone_exists, zones_of_parsed
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
@@ -90,7 +91,7 @@ def normalize_phone(value: str) -> E164:
             "e.g. +919123456789"
         )
     try:
-        number = phonenumbers.parse(text, None)
+        number = parse_international(text)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"is not a phone number ({exc})") from None
     # time_zones_for_number works out the number's type, which is what validity is: known

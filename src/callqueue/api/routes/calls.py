@@ -51,12 +51,20 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 async def queue_call(request: Request) -> Response:
     """Queues one outbound call. It is dialed by priority, within the global dial rate and
     live-call cap, at or after `scheduled_at`, with up to `max_retries` further attempts."""
-    # The busiest route: it reads its body and writes its answer itself (see api/bodies.py).
+    # The busiest route: it reads its body and writes its answer itself (see api/bodies.py);
+    # the app usually answers it before routing even starts (api/hot.py).
     body = await read_model(request, QueueCallRequest)
-    if body.webhook_url and not request.app.state.settings.webhook_secret:
+    code, answer = await queue_one(request.app.state, body)
+    return Response(answer, code, media_type="application/json")
+
+
+async def queue_one(state: Any, body: QueueCallRequest) -> tuple[int, bytes]:
+    """Queues a validated request: (status code, JSON answer), or an ApiError. ``state`` is
+    the app's state (settings, runtime, campaign defaults)."""
+    if body.webhook_url and not state.settings.webhook_secret:
         raise ApiError(422, NO_WEBHOOK_SECRET, ("body", "webhook_url"), "webhook_secret")
-    queue: CallQueue = request.app.state.runtime.queue
-    defaults = await request.app.state.campaign_defaults.get([body.campaign_id])
+    queue: CallQueue = state.runtime.queue
+    defaults = await state.campaign_defaults.get([body.campaign_id])
     spec = single_spec(body, defaults)
     result = await queue.enqueue(spec)
     if result.state == EnqueueState.CONFLICT:
@@ -82,7 +90,7 @@ async def queue_call(request: Request) -> Response:
         "created": result.state == EnqueueState.CREATED,
     }
     code = status.HTTP_200_OK if result.state == EnqueueState.EXISTS else status.HTTP_201_CREATED
-    return Response(orjson.dumps(answer), code, media_type="application/json")
+    return code, orjson.dumps(answer)
 
 
 @router.get("/active", summary="Live calls")

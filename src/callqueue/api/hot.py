@@ -1,0 +1,119 @@
+"""``POST /api/calls/queue`` answered before the framework: the busiest route, served straight
+from the ASGI call.
+
+A small request's CPU goes mostly to the framework around it (middleware layers, routing over
+every route, the request/response objects), not to queuing the call. This path does what that
+stack does for this one route, in the same order and with the same answers: the API-key check
+(``auth.py``), the body cap (``limits.py``), reading the body, validation, the route's own work
+(``routes/calls.queue_one``) and the API's error shape, with Redis errors as 503 and anything
+unexpected as a logged 500. The FastAPI route stays: it documents the operation in OpenAPI, and
+it serves the request when the hot path is off (``OTEL_TELEMETRY``: the framework's spans then
+cover every request).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from callqueue.api.auth import authorized, header_map, send_unauthorized
+from callqueue.api.bodies import parse_model
+from callqueue.api.errors import ApiError
+from callqueue.api.limits import DEFAULT_MAX_BODY, send_too_large, too_large_msg
+from callqueue.api.routes.calls import queue_one
+from callqueue.api.schemas import QueueCallRequest
+
+log = logging.getLogger("callqueue.api.errors")
+
+PATH = "/api/calls/queue"
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived."""
+
+
+class CallQueueApp(FastAPI):
+    """The FastAPI app, answering ``POST /api/calls/queue`` itself (see the module doc)."""
+
+    hot_path = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.hot_path
+            and scope["type"] == "http"
+            and scope["path"] == PATH
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+        ):
+            await serve_queue_call(self, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def _body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, too_large_msg(limit), ("body",), "too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    raw_headers = [JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    for name, value in (headers or {}).items():
+        raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _problem(msg: str, kind: str) -> bytes:
+    return orjson.dumps({"detail": [{"loc": [], "msg": msg, "type": kind}]})
+
+
+async def serve_queue_call(app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+    state: Any = app.state
+    headers = header_map(scope)
+    keys = state.settings.api_key_list
+    if keys and not authorized(headers, keys):
+        await send_unauthorized(send)
+        return
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > DEFAULT_MAX_BODY:
+        await send_too_large(send, DEFAULT_MAX_BODY)
+        return
+    try:
+        raw = await _body(receive, DEFAULT_MAX_BODY)
+        request = parse_model(headers.get("content-type", ""), raw, QueueCallRequest)
+        status, body = await queue_one(state, request)
+    except _Disconnected:
+        return
+    except ApiError as exc:
+        await _answer(send, exc.status, orjson.dumps({"detail": exc.details}), exc.headers)
+        return
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("POST %s: Redis unavailable: %s", PATH, exc)
+        body = _problem(f"Redis is unavailable: {exc}", "unavailable")
+        await _answer(send, 503, body, {"Retry-After": "1"})
+        return
+    except Exception as exc:
+        log.error("POST %s failed", PATH, exc_info=exc)
+        await _answer(send, 500, _problem("internal error (logged)", "internal"))
+        return
+    await _answer(send, status, body)
