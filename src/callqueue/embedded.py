@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -161,6 +161,26 @@ def _child_preexec(parent_pid: int) -> Callable[[], None]:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+#: glibc malloc keeps up to this many freed chunks per size class for reuse (its default is 7).
+#: The bundled binary uses glibc's malloc, and a bulk enqueue script allocates and frees some
+#: 25,000 small objects (its arguments, their Lua copies): with the default cache most of them
+#: take malloc's slow paths, a fifth or more of the server's CPU for a bulk enqueue (measured:
+#: 16 -> 13 us of server CPU per queued call on average). The cache only reuses freed memory; at
+#: most a few MB stay cached. A server built with jemalloc ignores it.
+MALLOC_TCACHE_COUNT = 4096
+
+
+def server_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: ours, with glibc's malloc cache enlarged unless the caller
+    tuned it already (GLIBC_TUNABLES with a tcache_count)."""
+    env = dict(environ)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.tcache_count" not in tunables:
+        ours = f"glibc.malloc.tcache_count={MALLOC_TCACHE_COUNT}"
+        env["GLIBC_TUNABLES"] = f"{tunables}:{ours}" if tunables else ours
+    return env
 
 
 def _free_port() -> int:
@@ -470,6 +490,7 @@ class EmbeddedServer:
                 cwd=self.data_dir,
                 start_new_session=True,  # Ctrl-C in a terminal must not hit the server directly
                 preexec_fn=preexec,
+                env=server_env(os.environ),
             )
         self._proc = proc
 

@@ -37,6 +37,7 @@ within the 8-day horizon of a claim is then ignored: no zone changes offset twic
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -259,9 +260,8 @@ def zones_for_number(e164: str, override: str | None = None) -> tuple[str, ...]:
         _load_zone(override)
         return (override,)
     import phonenumbers
-    from phonenumbers import timezone as pn_timezone
 
-    from callqueue.numbers import parse_international
+    from callqueue.numbers import parse_international, time_zones
 
     try:
         number = parse_international(e164)
@@ -269,11 +269,16 @@ def zones_for_number(e164: str, override: str | None = None) -> tuple[str, ...]:
         raise ValueError(
             f"not a phone number in E.164 form (+<country><number>): {e164!r}"
         ) from exc
-    return zones_of_parsed(pn_timezone.time_zones_for_number(number))
+    return zones_of_parsed(time_zones(number))
 
 
 def zones_of_parsed(names: Sequence[str]) -> tuple[str, ...]:
     """phonenumbers' zones for a number, without ``Etc/Unknown`` and zones zoneinfo lacks."""
+    return _known_zones(tuple(names))
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_zones(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in names if name != "Etc/Unknown" and zone_exists(name))
 
 

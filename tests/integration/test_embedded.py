@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException
 
 import callqueue.embedded as embedded
 from callqueue.embedded import (
+    MALLOC_TCACHE_COUNT,
     EmbeddedCluster,
     EmbeddedServer,
     EmbeddedServerError,
@@ -30,6 +31,7 @@ from callqueue.embedded import (
     ensure_local_server,
     make_self_signed_tls,
     server_binary,
+    server_env,
 )
 from callqueue.engine.connection import connect, connect_sync, describe
 from callqueue.engine.lean import LeanPool
@@ -78,6 +80,15 @@ def test_binary_is_the_bundled_valkey() -> None:
     assert "Valkey server" in out.stdout
 
 
+def test_server_env_enlarges_malloc_cache_unless_tuned() -> None:
+    ours = f"glibc.malloc.tcache_count={MALLOC_TCACHE_COUNT}"
+    assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": ours}
+    tuned = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert server_env(tuned)["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{ours}"
+    own = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=10"}
+    assert server_env(own) == own  # the caller's own choice stands
+
+
 def test_start_ping_stop(tmp_path: Path) -> None:
     server = EmbeddedServer(tmp_path)
     assert server.pid is None
@@ -96,6 +107,10 @@ def test_start_ping_stop(tmp_path: Path) -> None:
         assert config["bind"] == "127.0.0.1"
         assert config["protected-mode"] == "yes"
         assert Path(config["dir"]) == tmp_path.resolve()
+        environ = Path(f"/proc/{pid}/environ")
+        if environ.exists():  # Linux: glibc's malloc cache is enlarged for the server
+            entries = environ.read_bytes().split(b"\0")
+            assert f"GLIBC_TUNABLES={server_env({})['GLIBC_TUNABLES']}".encode() in entries
     finally:
         client.close()
     assert (tmp_path / "server.log").exists()

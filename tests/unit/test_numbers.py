@@ -7,8 +7,9 @@ import random
 import phonenumbers
 import pytest
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberType
+from phonenumbers import timezone as pn_timezone
 
-from callqueue.numbers import parse_international, plain_e164
+from callqueue.numbers import number_type, parse_international, plain_e164, time_zones
 
 TYPES = [t for t in vars(PhoneNumberType).values() if isinstance(t, int)]
 
@@ -107,3 +108,26 @@ def test_written_forms_take_the_long_way(text: str) -> None:
 def test_what_the_library_may_rewrite_or_refuse_takes_the_long_way(text: str) -> None:
     assert plain_e164(text) is None
     assert _parsed(text) == _library(text)
+
+
+def _all_parsed() -> list[phonenumbers.PhoneNumber]:
+    out = []
+    for text in _examples() + _random_digits(60, seed=7):
+        number = _library(text)
+        if number is not None:
+            out.append(number)
+    return out
+
+
+def test_type_and_zones_are_the_librarys() -> None:
+    numbers = _all_parsed()
+    kinds = set()
+    for number in numbers:
+        kind = number_type(number)
+        kinds.add(kind)
+        assert kind == phonenumbers.number_type(number), number
+        assert tuple(time_zones(number)) == tuple(pn_timezone.time_zones_for_number(number)), number
+    # Every kind of answer came up: the comparison covered each branch.
+    assert {PhoneNumberType.UNKNOWN, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE,
+            PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.TOLL_FREE,
+            PhoneNumberType.PREMIUM_RATE, PhoneNumberType.VOIP} <= kinds  # fmt: skip

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import phonenumbers
-from phonenumbers import timezone as pn_timezone
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -23,7 +22,7 @@ from pydantic import (
 )
 
 from callqueue.models import Priority
-from callqueue.numbers import parse_international
+from callqueue.numbers import parse_international, time_zones
 from callqueue.windows import zone_exists, zones_of_parsed
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
@@ -94,9 +93,9 @@ def normalize_phone(value: str) -> E164:
         number = parse_international(text)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"is not a phone number ({exc})") from None
-    # time_zones_for_number works out the number's type, which is what validity is: known
+    # time_zones works out the number's type, which is what validity is: known
     # zones mean a valid number, and only numbers without zone data need the separate check.
-    zones = zones_of_parsed(pn_timezone.time_zones_for_number(number))
+    zones = zones_of_parsed(time_zones(number))
     if not zones and not phonenumbers.is_valid_number(number):
         raise ValueError(f"{value!r} is not a valid phone number for its country code")
     return E164(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zones)
