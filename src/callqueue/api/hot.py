@@ -25,7 +25,12 @@ from starlette.types import Receive, Scope, Send
 from callqueue.api.auth import authorized, header_map, send_unauthorized
 from callqueue.api.bodies import parse_model
 from callqueue.api.errors import ApiError
-from callqueue.api.limits import DEFAULT_MAX_BODY, send_too_large, too_large_msg
+from callqueue.api.limits import (
+    DEFAULT_MAX_BODY,
+    capped_receive,
+    send_too_large,
+    too_large_msg,
+)
 from callqueue.api.routes.calls import queue_one
 from callqueue.api.schemas import QueueCallRequest
 
@@ -58,17 +63,16 @@ class CallQueueApp(FastAPI):
 
 
 async def _body(receive: Receive, limit: int) -> bytes:
+    def too_large() -> ApiError:
+        return ApiError(413, too_large_msg(limit), ("body",), "too_large")
+
+    receive = capped_receive(receive, limit, too_large)
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, too_large_msg(limit), ("body",), "too_large")
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -39,6 +39,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from callqueue.engine.packing import pack
+
 RETRIES = 3
 
 
@@ -53,7 +55,13 @@ class _Waiting:
 class MuxProtocol(asyncio.Protocol):
     """One server connection: commands written in order, replies handed out in order."""
 
-    def __init__(self, transport: asyncio.Transport, reader: hiredis.Reader, timeout: float | None):
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        reader: hiredis.Reader,
+        timeout: float | None,
+        owner: object,
+    ) -> None:
         self.transport = transport
         self.reader = reader
         self.timeout = timeout
@@ -63,7 +71,9 @@ class MuxProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
-        self.owner: object = None
+        # redis-py's connection object still owns the transport (dropping it would close the
+        # transport): it lives as long as this protocol.
+        self.owner = owner
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, packed: bytes) -> asyncio.Future[Any]:
@@ -137,6 +147,11 @@ class MuxProtocol(asyncio.Protocol):
         else:
             self._timer = self._loop.call_later(overdue_at - now, self._check_overdue)
 
+    def close(self) -> None:
+        """Fails what still waits and closes the connection (the client is closing)."""
+        self._fail(RedisConnectionError("the client was closed"))
+        self.transport.close()
+
     def abort(self, exc: BaseException) -> None:
         self._fail(exc)
         self.transport.abort()
@@ -186,10 +201,7 @@ class LeanPool(ConnectionPool):
             if encoder.decode_responses:
                 kwargs["encoding"] = encoder.encoding
                 kwargs["errors"] = encoder.encoding_errors
-            mux = MuxProtocol(transport, hiredis.Reader(**kwargs), conn.socket_timeout)
-            # redis-py's connection object still owns the transport (dropping it would close
-            # the transport): it lives as long as the shared connection.
-            mux.owner = conn
+            mux = MuxProtocol(transport, hiredis.Reader(**kwargs), conn.socket_timeout, conn)
             stream = getattr(conn, "_reader", None)
             leftover = bool(stream is not None and getattr(stream, "_buffer", b""))
             transport.set_protocol(mux)
@@ -204,7 +216,7 @@ class LeanPool(ConnectionPool):
         if mux is None or mux.lost is not None:
             mux = await self._open()
         try:
-            future = mux.send(_pack(args))
+            future = mux.send(pack(args))
         except OSError as exc:
             mux.abort(RedisConnectionError(f"Error while writing to socket: {exc}"))
             raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
@@ -227,15 +239,5 @@ class LeanPool(ConnectionPool):
     async def disconnect(self, inuse_connections: bool = True) -> None:
         mux, self._mux = self._mux, None
         if mux is not None and mux.lost is None:
-            mux._fail(RedisConnectionError("the client was closed"))
-            mux.transport.close()
+            mux.close()
         await super().disconnect(inuse_connections)
-
-
-def _pack(args: tuple[Any, ...]) -> bytes:
-    """The command as RESP (hiredis packs in C); "FUNCTION LOAD"-style first words split."""
-    first = args[0]
-    if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
-        args = (*first.split(), *args[1:])
-    packed: bytes = hiredis.pack_command(args)
-    return packed

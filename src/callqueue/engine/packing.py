@@ -10,17 +10,21 @@ import hiredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command as RESP, packed by hiredis."""
+    first = args[0]
+    # "FUNCTION LOAD" and friends arrive as one argument; the server wants two.
+    if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
+        args = (*first.split(), *args[1:])
+    packed: bytes = hiredis.pack_command(args)
+    return packed
+
+
 class HiredisPacking:
     """Mixin for redis-py asyncio connections (same wire output, packed by hiredis)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        # "FUNCTION LOAD" and friends arrive as one argument; the server wants two.
-        if (isinstance(first, str) and " " in first) or (
-            isinstance(first, bytes) and b" " in first
-        ):
-            args = (*first.split(), *args[1:])
-        return [hiredis.pack_command(args)]
+        return [pack(args)]
 
 
 class FastConnection(HiredisPacking, Connection):
