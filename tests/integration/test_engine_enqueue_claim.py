@@ -5,11 +5,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Sequence
 
-from engine_support import MakeQueue, spec
+from engine_support import MakeQueue, own_number, spec
 
 from callqueue.engine.reads import queued_total
-from callqueue.models import CallStatus, ClaimBlock, EnqueueState, Priority
+from callqueue.models import (
+    CallSpec,
+    CallStatus,
+    ClaimBlock,
+    EnqueueResult,
+    EnqueueState,
+    Priority,
+)
 
 
 async def test_priority_order_then_fifo(make_queue: MakeQueue) -> None:
@@ -158,3 +166,51 @@ async def test_fractional_rate_means_a_longer_window(make_queue: MakeQueue) -> N
     second = await q.claim(2)
     assert second.blocked == ClaimBlock.RATE and second.wait_ms is not None
     assert 1900 <= second.wait_ms <= 2000
+
+
+async def test_concurrent_single_enqueues_answer_as_if_each_ran_alone(
+    make_queue: MakeQueue,
+) -> None:
+    # Many callers at once share scripts (engine/grouping.py); each still gets its own row's
+    # answer: replays, conflicts, do-not-call, scheduled and batch calls included.
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    await q.dnc_add(["+919800000013"])
+    later = int(time.time() * 1000) + 3_600_000
+    specs = []
+    for i in range(120):
+        kw: dict[str, object] = {"phone_number": own_number(i)}
+        if i % 10 == 3:
+            kw["phone_number"] = "+919800000013"
+        if i % 10 == 5:
+            kw["scheduled_at_ms"] = later
+        if i % 10 == 7:
+            kw["batch_id"] = "grouped"
+        specs.append(spec(f"g{i:03d}", body_hash="h", **kw))
+    specs += [spec("g001", body_hash="h", phone_number=own_number(1))]  # a replay
+    specs += [spec("g002", body_hash="other", phone_number=own_number(2))]  # a conflict
+    sent = 0
+    send = q._enqueue_batch
+
+    async def counting(group: Sequence[CallSpec]) -> list[EnqueueResult]:
+        nonlocal sent
+        sent += 1
+        return await send(group)
+
+    q._singles._send = counting
+    results = await asyncio.gather(*(q.enqueue(s) for s in specs))
+    assert sent < len(specs)  # they did share scripts
+    assert [r.call_id for r in results] == [s.call_id for s in specs]
+    for s, r in zip(specs[:120], results[:120], strict=True):
+        i = int(s.call_id[1:])
+        if i % 10 == 3:
+            assert r.state == EnqueueState.DNC, s.call_id
+        elif i % 10 == 5:
+            assert (r.state, r.status) == (EnqueueState.CREATED, CallStatus.SCHEDULED), s.call_id
+        else:
+            assert (r.state, r.status) == (EnqueueState.CREATED, CallStatus.QUEUED), s.call_id
+    # The replay and the conflict may have shared a script with the first g001 / g002: either
+    # way they meet the call already there.
+    assert (results[120].state, results[121].state) == (EnqueueState.EXISTS, EnqueueState.CONFLICT)
+    assert await queued_total(q) == 120 - 12 - 12
+    batch = await q.client.smembers(q.keys.batch("grouped"))
+    assert sorted(b.decode() for b in batch) == [f"g{i:03d}" for i in range(7, 120, 10)]

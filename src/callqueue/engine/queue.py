@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec
+from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
 from callqueue.engine.options import WORKER_TTL_S, QueueOptions
 from callqueue.engine.scripts import Script, ScriptArg, ScriptError, run_pipeline, scripts
@@ -93,6 +94,7 @@ class CallQueue:
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
         self._zones_known: set[str] = set()  # time zones whose offsets this process recorded
+        self._singles = SingleEnqueues(self._enqueue_batch)
 
     @property
     def name(self) -> str:
@@ -208,10 +210,17 @@ class CallQueue:
             await self.register_zones(new)
 
     async def enqueue(self, spec: CallSpec) -> EnqueueResult:
+        """Queues one call. Concurrent callers share scripts (see ``SingleEnqueues``): a call
+        that finds no script of its own kind waiting goes out at once, the others wait for the
+        next and go out together, each keeping its own answer."""
         await self._know_zones([spec])
-        keys, args = self._enqueue_call([spec], spec.batch_id)
+        return await self._singles.submit(spec)
+
+    async def _enqueue_batch(self, specs: Sequence[CallSpec]) -> list[EnqueueResult]:
+        """One enqueue script for ``specs``, which share a batch id (or have none)."""
+        keys, args = self._enqueue_call(specs, specs[0].batch_id)
         reply = await self._scripts.enqueue(self.client, keys, args)
-        return self._enqueue_results([spec], reply)[0]
+        return self._enqueue_results(specs, reply)
 
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH

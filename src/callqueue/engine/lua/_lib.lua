@@ -89,6 +89,7 @@ local function campaign(prefix, cp)
   if cp ~= '' then
     local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp', 'wh',
       'we')
+    c.found = f[1] ~= false  -- every campaign hash has `st` from its first write
     c.st = f[1] or 'active'
     c.mc, c.rl = tonumber(f[2] or '0'), tonumber(f[3] or '0')
     c.w = tonumber(f[4] or '1')

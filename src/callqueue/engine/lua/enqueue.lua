@@ -63,7 +63,7 @@ local function usable(cp)
   if cp == '' then return true end
   local c = campaign(prefix, cp)
   if touched[cp] == nil then
-    if redis.call('EXISTS', c.key) == 0 then
+    if not c.found then
       redis.call('HSET', c.key, 'st', 'active', 'cr', now)
       redis.call('ZADD', registry, now, cp)
     elseif c.st == 'completed' then
@@ -140,11 +140,20 @@ end
 if last_list then to_ready[last_cp] = last_list end
 for cp, list in pairs(to_ready) do
   local c = campaign(prefix, cp)
-  if c.st == 'active' and redis.call('ZCARD', c.ready) == 0 then wake = true end
+  local head = redis.call('ZRANGE', c.ready, 0, 0, 'WITHSCORES')
+  if c.st == 'active' and not head[2] then wake = true end
+  local low = list[1]
   for first = 1, #list, 1000 do
     redis.call('ZADD', c.ready, unpack(list, first, math.min(#list, first + 999)))
   end
-  index_touch(index, ctl, c)
+  for j = 3, #list, 2 do
+    if list[j] < low then low = list[j] end
+  end
+  -- An active campaign with queued calls is always in the index, scored by its head: when
+  -- no new call goes before the head, its entry stays as it is (three server calls fewer).
+  if c.st ~= 'active' or not head[2] or low < tonumber(head[2]) then
+    index_touch(index, ctl, c)
+  end
 end
 for cp, created in pairs(touched) do
   if created > 0 and cp ~= '' then
