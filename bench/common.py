@@ -79,8 +79,9 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 @contextlib.contextmanager
 def private_server() -> Iterator[EmbeddedServer]:
-    """A fresh embedded server on a free port, without persistence, removed afterwards."""
-    server = EmbeddedServer(appendonly=False)
+    """A fresh embedded server on a free port, configured as ``callqueue up`` starts one
+    (append-only file, fsync every second) in a temporary directory, removed afterwards."""
+    server = EmbeddedServer()
     server.start()
     try:
         yield server
