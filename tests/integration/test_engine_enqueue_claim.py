@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from engine_support import MakeQueue, own_number, spec
 
@@ -191,7 +192,7 @@ async def test_concurrent_single_enqueues_answer_as_if_each_ran_alone(
     sent = 0
     send = q._enqueue_batch
 
-    async def counting(group: Sequence[CallSpec]) -> list[EnqueueResult]:
+    async def counting(group: Sequence[Any]) -> list[EnqueueResult]:
         nonlocal sent
         sent += 1
         return await send(group)
@@ -214,3 +215,15 @@ async def test_concurrent_single_enqueues_answer_as_if_each_ran_alone(
     assert await queued_total(q) == 120 - 12 - 12
     batch = await q.client.smembers(q.keys.batch("grouped"))
     assert sorted(b.decode() for b in batch) == [f"g{i:03d}" for i in range(7, 120, 10)]
+
+
+async def test_a_malformed_call_fails_alone_among_concurrent_ones(make_queue: MakeQueue) -> None:
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    bad = CallSpec("bad", own_number(0), config={"max_duration": "half an hour"})
+    good = [spec(f"ok{i}", phone_number=own_number(i + 1)) for i in range(20)]
+    results = await asyncio.gather(*(q.enqueue(s) for s in [*good[:10], bad, *good[10:]]),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(results[10], ValueError)
+    others = [r for i, r in enumerate(results) if i != 10]
+    assert all(isinstance(r, EnqueueResult) and r.state == EnqueueState.CREATED for r in others)
+    assert await queued_total(q) == 20

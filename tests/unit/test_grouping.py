@@ -17,6 +17,10 @@ def call(i: int, batch_id: str | None = None) -> CallSpec:
     return CallSpec(call_id=f"c{i}", phone_number="+919123456789", batch_id=batch_id)
 
 
+async def submit(singles: SingleEnqueues[CallSpec, EnqueueResult], spec: CallSpec) -> EnqueueResult:
+    return await singles.submit(spec, spec.batch_id)
+
+
 class Server:
     """Answers each script only when the test lets it (``release``), recording every group."""
 
@@ -53,9 +57,9 @@ class Server:
 
 async def test_an_idle_queue_sends_each_call_at_once() -> None:
     server = Server()
-    singles = SingleEnqueues(server.send)
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
     for i in range(3):
-        task = asyncio.create_task(singles.submit(call(i)))
+        task = asyncio.create_task(submit(singles, call(i)))
         await server.sent(i + 1)
         server.release(i)
         assert (await task).call_id == f"c{i}"
@@ -64,8 +68,8 @@ async def test_an_idle_queue_sends_each_call_at_once() -> None:
 
 async def test_callers_wait_for_a_free_script_then_go_out_together_in_order() -> None:
     server = Server()
-    singles = SingleEnqueues(server.send)
-    tasks = [asyncio.create_task(singles.submit(call(i))) for i in range(10)]
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
+    tasks = [asyncio.create_task(submit(singles, call(i))) for i in range(10)]
     await server.sent(grouping.IN_FLIGHT)
     assert server.groups == [[f"c{i}"] for i in range(grouping.IN_FLIGHT)]
     server.release(0)  # one slot frees: everyone waiting goes out as one script
@@ -79,11 +83,13 @@ async def test_callers_wait_for_a_free_script_then_go_out_together_in_order() ->
 
 async def test_a_group_is_capped_and_never_mixes_batch_ids() -> None:
     server = Server()
-    singles = SingleEnqueues(server.send)
-    busy = [asyncio.create_task(singles.submit(call(-i))) for i in range(1, grouping.IN_FLIGHT + 1)]
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
+    busy = [
+        asyncio.create_task(submit(singles, call(-i))) for i in range(1, grouping.IN_FLIGHT + 1)
+    ]
     await server.sent(grouping.IN_FLIGHT)
     many = grouping.GROUP_MAX + 5
-    waiting = [asyncio.create_task(singles.submit(call(i, "b1" if i % 2 else None)))
+    waiting = [asyncio.create_task(submit(singles, call(i, "b1" if i % 2 else None)))
                for i in range(many)]  # fmt: skip
     await asyncio.sleep(0)
 
@@ -104,10 +110,10 @@ async def test_a_group_is_capped_and_never_mixes_batch_ids() -> None:
 
 async def test_a_failed_script_fails_each_caller_of_its_group() -> None:
     server = Server()
-    singles = SingleEnqueues(server.send)
-    first = [asyncio.create_task(singles.submit(call(i))) for i in range(grouping.IN_FLIGHT)]
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
+    first = [asyncio.create_task(submit(singles, call(i))) for i in range(grouping.IN_FLIGHT)]
     await server.sent(grouping.IN_FLIGHT)
-    group = [asyncio.create_task(singles.submit(call(i))) for i in range(10, 14)]
+    group = [asyncio.create_task(submit(singles, call(i))) for i in range(10, 14)]
     server.release(0)
     await server.sent(grouping.IN_FLIGHT + 1)
     server.fail_next = ConnectionError("server went away")
@@ -121,7 +127,7 @@ async def test_a_failed_script_fails_each_caller_of_its_group() -> None:
         f"c{i}" for i in range(grouping.IN_FLIGHT)
     ]
     # Nothing is stuck: the next call goes out at once.
-    later = asyncio.create_task(singles.submit(call(99)))
+    later = asyncio.create_task(submit(singles, call(99)))
     await server.sent(grouping.IN_FLIGHT + 2)
     server.release(grouping.IN_FLIGHT + 1)
     assert (await later).call_id == "c99"
@@ -129,11 +135,11 @@ async def test_a_failed_script_fails_each_caller_of_its_group() -> None:
 
 async def test_a_caller_that_gives_up_while_waiting_is_not_sent() -> None:
     server = Server()
-    singles = SingleEnqueues(server.send)
-    first = [asyncio.create_task(singles.submit(call(i))) for i in range(grouping.IN_FLIGHT)]
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
+    first = [asyncio.create_task(submit(singles, call(i))) for i in range(grouping.IN_FLIGHT)]
     await server.sent(grouping.IN_FLIGHT)
-    stays = asyncio.create_task(singles.submit(call(10)))
-    leaves = asyncio.create_task(singles.submit(call(11)))
+    stays = asyncio.create_task(submit(singles, call(10)))
+    leaves = asyncio.create_task(submit(singles, call(11)))
     await asyncio.sleep(0)
     leaves.cancel()
     await asyncio.sleep(0)

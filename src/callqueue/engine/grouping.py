@@ -7,15 +7,16 @@ write and read, one script start. Here a call goes out at once while fewer than
 next group, which goes out as one script as soon as one of those answers. Each caller gets its
 own row's answer, exactly as if it had run alone: the script treats the rows of a group in
 order, so the same call id twice is one call, the second answered as a replay. A failed script
-fails every caller of its group with the same error, as each would have failed alone.
+fails every caller of its group with the same error, as each would have failed alone; what
+one caller's own input can get wrong (its arguments) is checked before it joins a group, so a
+bad call fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-
-from callqueue.models import CallSpec, EnqueueResult
+from typing import Generic, TypeVar
 
 #: Scripts sent and not answered before calls start waiting to go out together. Two keeps the
 #: server busy while the client packs the next group.
@@ -24,31 +25,32 @@ IN_FLIGHT = 2
 #: about a millisecond at most.
 GROUP_MAX = 200
 
-Send = Callable[[Sequence[CallSpec]], Awaitable[list[EnqueueResult]]]
-_Waiting = tuple[CallSpec, "asyncio.Future[EnqueueResult]"]
+Item = TypeVar("Item")  # one call, ready to send (its script arguments)
+Result = TypeVar("Result")  # what its caller gets back
 
 
-class SingleEnqueues:
+class SingleEnqueues(Generic[Item, Result]):
     """Sends single enqueues alone while the server keeps up, in groups when it does not.
 
-    Calls with different batch ids never share a script (a script has one batch id)."""
+    ``send`` runs one script for a group and answers one result per item, in order. Items of
+    different groups keys (batch ids: a script has one) never share a script."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Callable[[Sequence[Item]], Awaitable[list[Result]]]) -> None:
         self._send = send
         self._in_flight = 0
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[tuple[Item, str | None, asyncio.Future[Result]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
-    async def submit(self, spec: CallSpec) -> EnqueueResult:
+    async def submit(self, item: Item, group_key: str | None = None) -> Result:
         if self._in_flight < IN_FLIGHT and not self._waiting:
             self._in_flight += 1
             try:
-                return (await self._send([spec]))[0]
+                return (await self._send([item]))[0]
             finally:
                 self._in_flight -= 1
                 self._next()
-        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((spec, future))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, group_key, future))
         return await future
 
     def _next(self) -> None:
@@ -62,24 +64,25 @@ class SingleEnqueues:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take_group(self) -> list[_Waiting]:
-        """The oldest waiting calls of one batch id (callers that gave up are dropped)."""
-        batch_id = self._waiting[0][0].batch_id
-        group: list[_Waiting] = []
-        rest: list[_Waiting] = []
-        for item in self._waiting:
-            if item[1].done():
+    def _take_group(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        """The oldest waiting calls of one group key (callers that gave up are dropped)."""
+        key = self._waiting[0][1]
+        group: list[tuple[Item, asyncio.Future[Result]]] = []
+        rest: list[tuple[Item, str | None, asyncio.Future[Result]]] = []
+        for waiting in self._waiting:
+            item, item_key, future = waiting
+            if future.done():
                 continue
-            if item[0].batch_id == batch_id and len(group) < GROUP_MAX:
-                group.append(item)
+            if item_key == key and len(group) < GROUP_MAX:
+                group.append((item, future))
             else:
-                rest.append(item)
+                rest.append(waiting)
         self._waiting = rest
         return group
 
-    async def _run(self, group: list[_Waiting]) -> None:
+    async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
-            results = await self._send([spec for spec, _ in group])
+            results = await self._send([item for item, _ in group])
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()

@@ -79,6 +79,10 @@ class EventCall:
     answered_ms: int | None = None
 
 
+#: One call for enqueue.lua: its spec, its key and its arguments.
+_Row = tuple[CallSpec, str, list[ScriptArg]]
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -94,7 +98,7 @@ class CallQueue:
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
         self._zones_known: set[str] = set()  # time zones whose offsets this process recorded
-        self._singles = SingleEnqueues(self._enqueue_batch)
+        self._singles: SingleEnqueues[_Row, EnqueueResult] = SingleEnqueues(self._enqueue_batch)
 
     @property
     def name(self) -> str:
@@ -126,8 +130,24 @@ class CallQueue:
         return head, int(o.rate_backoff_s * 1000)
 
     # -- enqueue ----------------------------------------------------------------------------
+    def _enqueue_row(self, spec: CallSpec) -> _Row:
+        """One call's key and its 11 arguments to enqueue.lua (raises on a malformed spec)."""
+        return spec, self.keys.call(spec.call_id), [
+            spec.call_id,
+            encode_spec(spec),
+            spec.priority.rank,
+            spec.scheduled_at_ms or 0,
+            "" if spec.max_retries is None else spec.max_retries,
+            spec.max_duration_s or 0,
+            spec.body_hash,
+            spec.phone_number,
+            spec.campaign_id or "",
+            ",".join(spec.time_zones),
+            spec.webhook_url or "",
+        ]  # fmt: skip
+
     def _enqueue_call(
-        self, specs: Sequence[CallSpec], batch_id: str | None, seq: int = 0, take: int = 0
+        self, rows: Sequence[_Row], batch_id: str | None, seq: int = 0, take: int = 0
     ) -> tuple[list[str], list[ScriptArg]]:
         """enqueue.lua's keys and arguments. ``seq``: the arrival number of the first call
         (0: the script takes ``take`` numbers, or one per call)."""
@@ -147,22 +167,10 @@ class CallQueue:
         batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
         args: list[ScriptArg] = [k.wake_channel, batch_ttl_ms]
         args += ["1", batch_id] if batch_id else ["0", ""]
-        args += [seq, take or len(specs)]
-        for spec in specs:
-            keys.append(k.call(spec.call_id))
-            args += [
-                spec.call_id,
-                encode_spec(spec),
-                spec.priority.rank,
-                spec.scheduled_at_ms or 0,
-                "" if spec.max_retries is None else spec.max_retries,
-                spec.max_duration_s or 0,
-                spec.body_hash,
-                spec.phone_number,
-                spec.campaign_id or "",
-                ",".join(spec.time_zones),
-                spec.webhook_url or "",
-            ]
+        args += [seq, take or len(rows)]
+        for _, key, row_args in rows:
+            keys.append(key)
+            args += row_args
         return keys, args
 
     @staticmethod
@@ -213,14 +221,15 @@ class CallQueue:
         """Queues one call. Concurrent callers share scripts (see ``SingleEnqueues``): a call
         that finds no script of its own kind waiting goes out at once, the others wait for the
         next and go out together, each keeping its own answer."""
+        row = self._enqueue_row(spec)  # a malformed spec fails here, alone
         await self._know_zones([spec])
-        return await self._singles.submit(spec)
+        return await self._singles.submit(row, spec.batch_id)
 
-    async def _enqueue_batch(self, specs: Sequence[CallSpec]) -> list[EnqueueResult]:
-        """One enqueue script for ``specs``, which share a batch id (or have none)."""
-        keys, args = self._enqueue_call(specs, specs[0].batch_id)
+    async def _enqueue_batch(self, rows: Sequence[_Row]) -> list[EnqueueResult]:
+        """One enqueue script for ``rows``, which share a batch id (or have none)."""
+        keys, args = self._enqueue_call(rows, rows[0][0].batch_id)
         reply = await self._scripts.enqueue(self.client, keys, args)
-        return self._enqueue_results(specs, reply)
+        return self._enqueue_results([spec for spec, _, _ in rows], reply)
 
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
@@ -237,7 +246,9 @@ class CallQueue:
             return []
         await self._know_zones(specs)
         script = self._scripts.enqueue
-        keys, args = self._enqueue_call(chunks[0], batch_id, take=len(specs))
+        keys, args = self._enqueue_call(
+            [self._enqueue_row(s) for s in chunks[0]], batch_id, take=len(specs)
+        )
         reply = await script(self.client, keys, args)
         first_seq = int(reply[2])
         results = self._enqueue_results(chunks[0], reply)
@@ -247,7 +258,8 @@ class CallQueue:
             # Packed only once a slot is free: packing is synchronous, and packing every chunk
             # up front would keep the event loop from writing the first ones to the server.
             async with gate:
-                keys, args = self._enqueue_call(chunk, batch_id, seq=first_seq + index)
+                rows = [self._enqueue_row(s) for s in chunk]
+                keys, args = self._enqueue_call(rows, batch_id, seq=first_seq + index)
                 reply = await script(self.client, keys, args)
             return self._enqueue_results(chunk, reply)
 
