@@ -12,7 +12,7 @@ dialing (a slow receiver never delays a call):
   deliverer died is claimed by another worker after ``CLAIM_IDLE_S``; a receiver may see an
   event twice and can tell by ``X-Callqueue-Delivery``;
 * a failed delivery is tried again with backoff (5 s doubling, at most 15 min apart) up to
-  WEBHOOK_MAX_ATTEMPTS times, then listed under ``GET /api/webhooks/deliveries``.
+  WEBHOOK_MAX_ATTEMPTS times, then listed under ``GET /api/status-webhooks``.
 """
 
 from __future__ import annotations
