@@ -8,10 +8,11 @@ import time
 from datetime import UTC, datetime
 
 from engine_support import MakeQueue
+from procs import wait_for
 
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignRetry
 from callqueue.engine.queue import CallQueue, EndFacts
-from callqueue.engine.reads import queued_total
+from callqueue.engine.reads import campaign_ids, campaign_states, queued_total
 from callqueue.models import CallSpec, CallStatus, ClaimBlock, Outcome, Priority
 from callqueue.windows import CallingWindow
 
@@ -293,3 +294,59 @@ async def test_a_retry_is_scheduled_into_the_window(make_queue: MakeQueue) -> No
     assert record is not None and record.next_attempt_ms is not None
     # Retried "at once" by the policy, but now is outside the window: due at its opening.
     assert record.next_attempt_ms == int(opening.timestamp() * 1000)
+
+
+async def campaign_keys(q: CallQueue, cp: str) -> list[str]:
+    k = q.keys
+    keys = [k.campaign(cp), k.campaign_stats(cp), k.campaign_ready(cp), k.campaign_live(cp),
+            k.campaign_rate_log(cp), k.campaign_dials_per_second(cp)]  # fmt: skip
+    return [key for key in keys if await q.client.exists(key)]
+
+
+async def test_a_finished_campaign_made_by_its_calls_is_forgotten_after_the_retention(
+    make_queue: MakeQueue,
+) -> None:
+    # Campaigns that calls make (the seed's campaign_id, never configured) would otherwise pile
+    # up for ever: keys, and a registry entry that every queue-status read walks.
+    q = make_queue(retention_s=1, **NO_LIMITS)
+    camps = CampaignEngine(q)
+    await q.enqueue_many([call("a1", "auto-done"), call("a2", "auto-done")])
+    await q.enqueue(call("k1", "kept"))
+    await camps.configure("kept", {"name": "Kept: it has settings"})
+    await q.enqueue(call("c1", "auto-cancelled"))
+    await q.enqueue(call("r1", "revived"))
+    await q.enqueue(call("p1", "auto-paused"))
+    await q.enqueue(call("open1", "still-open"))
+    assert sorted(await claim_ids(q, 10)) == ["a1", "a2", "c1", "k1", "open1", "p1", "r1"]
+    for call_id in ("a1", "a2", "k1", "r1", "p1"):
+        await finish(q, call_id)
+    await camps.cancel("auto-cancelled")
+    await finish(q, "c1")  # a cancelled campaign is finished once its live call ends
+    await camps.pause("auto-paused")  # completed, then paused by hand: kept
+    done = {_s(cp) for cp in await q.client.zrange(q.keys.campaigns_done, 0, -1)}
+    assert done == {"auto-done", "auto-cancelled", "revived"}
+    await q.enqueue(call("r2", "revived"))  # a new call brings it back before it is forgotten
+
+    async def forgotten() -> bool:
+        await q.reap()
+        return "auto-done" not in await campaign_ids(q)
+
+    await wait_for(forgotten, 10, "the finished campaign to be forgotten")
+    ids = set(await campaign_ids(q))
+    assert "auto-cancelled" not in ids
+    assert {"kept", "revived", "auto-paused", "still-open"} <= ids
+    for cp in ("auto-done", "auto-cancelled"):
+        assert await campaign_keys(q, cp) == [], cp
+    assert await campaign_states(q, ["auto-done"]) == [None]
+    kept, revived = await campaign_states(q, ["kept", "revived"])
+    assert kept is not None and kept.status == "completed"
+    assert revived is not None and revived.status == "active" and revived.queued == 1
+    assert await q.client.zcard(q.keys.campaigns_done) == 0
+    # A campaign forgotten and then named again starts afresh, with default settings.
+    await q.enqueue(call("a3", "auto-done"))
+    state = (await campaign_states(q, ["auto-done"]))[0]
+    assert state is not None and state.status == "active" and state.counters.enqueued == 1
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

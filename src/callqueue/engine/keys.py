@@ -77,6 +77,13 @@ class QueueKeys:
         """ZSET of every campaign id by creation time (the registry)."""
         return f"{self.prefix}campaigns"
 
+    @property
+    def campaigns_done(self) -> str:
+        """ZSET of campaigns made by their first call (never given settings) that finished,
+        completed or cancelled with no call open, by when: reap forgets them once they have
+        been finished for the retention. The scripts derive it from ``prefix``."""
+        return f"{self.prefix}campaigns_done"
+
     # -- status webhooks ---------------------------------------------------------------------
     @property
     def hooks(self) -> str:

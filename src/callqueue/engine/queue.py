@@ -535,6 +535,8 @@ class CallQueue:
                 k.call_prefix,
                 k.campaign_index,
                 k.control,
+                k.campaigns,
+                k.campaigns_done,
             ],
             [
                 limit,

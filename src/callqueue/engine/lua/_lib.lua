@@ -60,12 +60,20 @@ local function stats_flush()
     end
   end
   PENDING = {}
-  -- `open` counts a campaign's calls not yet final: at 0 the campaign is complete.
+  -- `open` counts a campaign's calls not yet final: at 0 the campaign is complete. A finished
+  -- campaign that its first call made (it has no settings of its own) joins the done set, and
+  -- reap forgets it once it has been finished for the retention, as its calls are.
   for _, c in pairs(MAYBE_DONE) do
-    if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 and
-        redis.call('HGET', c.key, 'st') == 'active' then
-      redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
-      if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
+    if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 then
+      local st = redis.call('HGET', c.key, 'st')
+      if st == 'active' then
+        redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
+        if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
+        st = 'completed'
+      end
+      if c.auto and (st == 'completed' or st == 'cancelled') then
+        redis.call('ZADD', c.prefix .. 'campaigns_done', c.done_at, c.id)
+      end
     end
   end
   MAYBE_DONE = {}
@@ -83,12 +91,12 @@ local DEFAULT_RETRIES = 3
 local function campaign(prefix, cp)
   local c = CAMPAIGNS[cp]
   if c then return c end
-  c = {id = cp, st = 'active', mc = 0, rl = 0, w = 1, key = ckey(prefix, 'cp', cp),
+  c = {id = cp, prefix = prefix, st = 'active', mc = 0, rl = 0, w = 1, key = ckey(prefix, 'cp', cp),
     ready = ckey(prefix, 'r', cp), live = ckey(prefix, 'lv', cp), rate = ckey(prefix, 'rt', cp),
     stats = ckey(prefix, 'cs', cp), dps = ckey(prefix, 'cd', cp)}
   if cp ~= '' then
     local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp', 'wh',
-      'we')
+      'we', 'auto')
     c.found = f[1] ~= false  -- every campaign hash has `st` from its first write
     c.st = f[1] or 'active'
     c.mc, c.rl = tonumber(f[2] or '0'), tonumber(f[3] or '0')
@@ -96,6 +104,7 @@ local function campaign(prefix, cp)
     c.win, c.wtz, c.rp = f[5], f[6], f[7]
     if f[8] == '1' then c.st = 'pending' end  -- zones of its calls are being filled in
     c.wh, c.we = f[9], f[10]
+    c.auto = f[11] == '1'  -- made by its first call, never given settings: forgotten when done
   end
   CAMPAIGNS[cp] = c
   return c

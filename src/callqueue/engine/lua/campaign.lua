@@ -30,6 +30,9 @@ end
 local st = redis.call('HGET', c.key, 'st')
 
 if op == 'set' then
+  -- Settings make the campaign the user's: it is kept when it finishes.
+  redis.call('HDEL', c.key, 'auto')
+  redis.call('ZREM', prefix .. 'campaigns_done', cp)
   for i = 6, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       redis.call('HDEL', c.key, ARGV[i])
@@ -48,6 +51,7 @@ elseif op == 'pause' then
     redis.call('HSET', c.key, 'st', 'paused', 'up', now)
     st = 'paused'
     redis.call('ZREM', index, cp)
+    redis.call('ZREM', prefix .. 'campaigns_done', cp)  -- a paused campaign is kept
   end
   return {st, 0}
 elseif op == 'resume' then
@@ -66,6 +70,8 @@ elseif op == 'cancel' then
     redis.call('ZREM', index, cp)
   end
   c.st = 'cancelled'
+  c.done_at = now
+  MAYBE_DONE[cp] = c  -- finished at once if no call of it is open
   local done = 0
   local call_prefix = prefix .. 'c:'
   -- Queued calls first, a slice at a time.

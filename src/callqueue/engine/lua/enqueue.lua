@@ -64,11 +64,13 @@ local function usable(cp)
   local c = campaign(prefix, cp)
   if touched[cp] == nil then
     if not c.found then
-      redis.call('HSET', c.key, 'st', 'active', 'cr', now)
+      redis.call('HSET', c.key, 'st', 'active', 'cr', now, 'auto', 1)
       redis.call('ZADD', registry, now, cp)
+      c.auto = true
     elseif c.st == 'completed' then
       redis.call('HSET', c.key, 'st', 'active')
       c.st = 'active'
+      if c.auto then redis.call('ZREM', prefix .. 'campaigns_done', cp) end
     end
     touched[cp] = 0
   end

@@ -4,9 +4,12 @@
 --  * live slots whose attempt outlived its longest possible life (ring timeout + max duration
 --    + grace): the attempt is over for sure; it ends as `lost` and the retry policy applies.
 --  * finished/dead indexes and worker heartbeats older than their retention are trimmed.
+--  * campaigns made by their first call (no settings of their own) that have been finished
+--    for the retention are forgotten: their keys and their registry entry.
 -- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
 -- KEYS[7] queue prefix (derived keys)  KEYS[8] workers  KEYS[9] dials-per-second
 -- KEYS[10] call key prefix  KEYS[11] campaign index  KEYS[12] control
+-- KEYS[13] campaign registry  KEYS[14] finished campaigns that may be forgotten
 -- ARGV[1] limit per kind  ARGV[2] worker id ('' none)  ARGV[3] worker ttl ms  ARGV[4] wake channel
 -- ARGV[5..14] settle policy (see parse_policy)  ARGV[15] leaving (0/1): the worker stops, so
 --   its heartbeat is removed instead of renewed
@@ -52,6 +55,20 @@ end
 if P.retention_ms > 0 then
   redis.call('ZREMRANGEBYSCORE', K.finished, '-inf', now - P.retention_ms)
   redis.call('ZREMRANGEBYSCORE', K.dead, '-inf', now - P.retention_ms)
+  local registry, done = KEYS[13], KEYS[14]
+  local old = redis.call('ZRANGEBYSCORE', done, '-inf', now - P.retention_ms, 'LIMIT', 0, limit)
+  for _, cp in ipairs(old) do
+    redis.call('ZREM', done, cp)
+    local c = campaign(K.prefix, cp)
+    -- Checked again: anything that brings a campaign back takes it out of the done set, so
+    -- this only guards against a bug forgetting a campaign in use.
+    if c.auto and (c.st == 'completed' or c.st == 'cancelled') and
+        tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 then
+      redis.call('DEL', c.key, c.stats, c.dps, c.ready, c.live, c.rate)
+      redis.call('ZREM', registry, cp)
+      redis.call('ZREM', K.index, cp)
+    end
+  end
 end
 if worker ~= '' and ARGV[15] == '1' then
   redis.call('ZREM', workers, worker)
