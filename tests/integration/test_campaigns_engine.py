@@ -303,49 +303,101 @@ async def campaign_keys(q: CallQueue, cp: str) -> list[str]:
     return [key for key in keys if await q.client.exists(key)]
 
 
-async def test_a_finished_campaign_made_by_its_calls_is_forgotten_after_the_retention(
+async def test_a_completed_campaign_made_by_its_calls_is_forgotten_after_the_retention(
     make_queue: MakeQueue,
 ) -> None:
     # Campaigns that calls make (the seed's campaign_id, never configured) would otherwise pile
     # up for ever: keys, and a registry entry that every queue-status read walks.
     q = make_queue(retention_s=1, **NO_LIMITS)
     camps = CampaignEngine(q)
+    await q.dnc_add(["+919876500099"])
     await q.enqueue_many([call("a1", "auto-done"), call("a2", "auto-done")])
     await q.enqueue(call("k1", "kept"))
     await camps.configure("kept", {"name": "Kept: it has settings"})
     await q.enqueue(call("c1", "auto-cancelled"))
     await q.enqueue(call("r1", "revived"))
-    await q.enqueue(call("p1", "auto-paused"))
+    await q.enqueue(call("p1", "paused-resumed"))
+    await q.enqueue(call("p2", "paused"))
     await q.enqueue(call("open1", "still-open"))
-    assert sorted(await claim_ids(q, 10)) == ["a1", "a2", "c1", "k1", "open1", "p1", "r1"]
-    for call_id in ("a1", "a2", "k1", "r1", "p1"):
+    claimed = await claim_ids(q, 10)
+    assert sorted(claimed) == ["a1", "a2", "c1", "k1", "open1", "p1", "p2", "r1"]
+    for call_id in ("a1", "a2", "k1", "r1", "p1", "p2"):
         await finish(q, call_id)
     await camps.cancel("auto-cancelled")
-    await finish(q, "c1")  # a cancelled campaign is finished once its live call ends
-    await camps.pause("auto-paused")  # completed, then paused by hand: kept
+    await finish(q, "c1")
+    await camps.pause("paused-resumed")  # completed, paused, resumed: complete again
+    await camps.resume("paused-resumed")
+    await camps.pause("paused")  # completed, then paused by hand: kept
+    # Rows that create nothing (a replay, a conflict, a listed number) leave a completed
+    # campaign as it is, and make no campaign of a name not seen before.
+    replay = await q.enqueue_many([call("a1", "auto-done"), call("a2", "auto-done", body_hash="x"),
+                                   call("dnc1", "auto-done", phone_number="+919876500099"),
+                                   call("a1", "never-made")])  # fmt: skip
+    assert [r.state.value for r in replay] == ["exists", "conflict", "dnc", "exists"]
+    assert "never-made" not in await campaign_ids(q)
     done = {_s(cp) for cp in await q.client.zrange(q.keys.campaigns_done, 0, -1)}
-    assert done == {"auto-done", "auto-cancelled", "revived"}
+    assert done == {"auto-done", "revived", "paused-resumed"}
     await q.enqueue(call("r2", "revived"))  # a new call brings it back before it is forgotten
+    # Reap checks again: a campaign in use that is in the done set by mistake is kept.
+    await q.client.zadd(q.keys.campaigns_done, {"still-open": 0})
 
     async def forgotten() -> bool:
         await q.reap()
         return "auto-done" not in await campaign_ids(q)
 
-    await wait_for(forgotten, 10, "the finished campaign to be forgotten")
+    await wait_for(forgotten, 10, "the completed campaign to be forgotten")
     ids = set(await campaign_ids(q))
-    assert "auto-cancelled" not in ids
-    assert {"kept", "revived", "auto-paused", "still-open"} <= ids
-    for cp in ("auto-done", "auto-cancelled"):
+    assert "paused-resumed" not in ids
+    assert {"kept", "revived", "paused", "still-open", "auto-cancelled"} <= ids
+    for cp in ("auto-done", "paused-resumed"):
         assert await campaign_keys(q, cp) == [], cp
     assert await campaign_states(q, ["auto-done"]) == [None]
-    kept, revived = await campaign_states(q, ["kept", "revived"])
+    kept, revived, cancelled = await campaign_states(q, ["kept", "revived", "auto-cancelled"])
     assert kept is not None and kept.status == "completed"
     assert revived is not None and revived.status == "active" and revived.queued == 1
+    assert cancelled is not None and cancelled.status == "cancelled"
     assert await q.client.zcard(q.keys.campaigns_done) == 0
+    # A cancelled campaign is kept, so it goes on refusing calls that name it.
+    refused = await q.enqueue(call("c2", "auto-cancelled"))
+    assert refused.state.value == "campaign_cancelled"
     # A campaign forgotten and then named again starts afresh, with default settings.
     await q.enqueue(call("a3", "auto-done"))
     state = (await campaign_states(q, ["auto-done"]))[0]
     assert state is not None and state.status == "active" and state.counters.enqueued == 1
+
+
+async def test_a_call_handed_back_after_its_campaign_was_cancelled_ends_cancelled(
+    make_queue: MakeQueue,
+) -> None:
+    # The carrier refused the dial (nothing placed) while the campaign was being cancelled:
+    # the call must end, not wait in a queue that nothing dials any more.
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    await q.enqueue_many(
+        [call("x1", "stopped"), call("x2", "stopped", phone_number="+919876500002")]
+    )
+    claimed = (await q.claim(1)).calls[0]
+    await camps.cancel("stopped")
+    result = await q.release(claimed, "carrier said 503")
+    assert result.code == "ok"
+    record = await q.get(claimed.call_id)
+    assert record is not None and record.status == CallStatus.CANCELLED
+    state = (await campaign_states(q, ["stopped"]))[0]
+    assert state is not None and state.queued == 0 and state.open == 0
+
+
+async def test_a_higher_priority_call_moves_its_campaign_up(make_queue: MakeQueue) -> None:
+    # enqueue leaves the campaign index alone when a new call goes behind the head; a call
+    # that goes before it must still rank its campaign anew.
+    q = make_queue(**NO_LIMITS)
+    await q.enqueue_many([call(f"a{i}", "a") for i in range(3)])
+    await q.enqueue_many([call(f"b{i}", "b", phone_number=f"+91987650010{i}") for i in range(3)])
+    await q.enqueue(call("a-late", "a", phone_number="+919876500200"))  # behind a's head
+    await q.enqueue(call("b-urgent", "b", Priority.URGENT, phone_number="+919876500201"))
+    order = await claim_ids(q, 8)
+    assert order[0] == "b-urgent"
+    assert sorted(order[1:]) == sorted(["a0", "a1", "a2", "a-late", "b0", "b1", "b2"])
+    assert [i for i in order if i.startswith("a")] == ["a0", "a1", "a2", "a-late"]
 
 
 def _s(value: bytes | str) -> str:

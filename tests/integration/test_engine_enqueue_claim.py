@@ -227,3 +227,16 @@ async def test_a_malformed_call_fails_alone_among_concurrent_ones(make_queue: Ma
     others = [r for i, r in enumerate(results) if i != 10]
     assert all(isinstance(r, EnqueueResult) and r.state == EnqueueState.CREATED for r in others)
     assert await queued_total(q) == 20
+
+
+async def test_concurrent_single_enqueues_keep_their_order(make_queue: MakeQueue) -> None:
+    # Grouped or not, the calls of concurrent callers are queued in the order they were asked
+    # for (one connection: scripts run in the order they were sent).
+    q = make_queue(max_live_calls=0, rate_per_second=0)
+    ids = [f"o{i:03d}" for i in range(150)]
+    await asyncio.gather(*(q.enqueue(spec(i, phone_number=own_number(n)))
+                           for n, i in enumerate(ids)))  # fmt: skip
+    claimed: list[str] = []
+    while len(claimed) < len(ids):
+        claimed += [c.call_id for c in (await q.claim(50)).calls]
+    assert claimed == ids

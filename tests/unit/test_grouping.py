@@ -151,3 +151,40 @@ async def test_a_caller_that_gives_up_while_waiting_is_not_sent() -> None:
     assert (await stays).call_id == "c10"
     assert leaves.cancelled()
     await asyncio.gather(*first)
+
+
+async def test_a_group_whose_task_never_ran_or_answered_short_frees_its_callers() -> None:
+    answered: list[int] = []
+
+    async def short(items: Sequence[CallSpec]) -> list[EnqueueResult]:
+        answered.append(len(items))
+        if len(items) > 1:
+            return []  # fewer answers than calls: a bug, never a hang
+        await asyncio.sleep(0)
+        return [EnqueueResult(items[0].call_id, EnqueueState.CREATED, CallStatus.QUEUED)]
+
+    singles = SingleEnqueues[CallSpec, EnqueueResult](short)
+    tasks = [asyncio.create_task(submit(singles, call(i))) for i in range(6)]
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2)
+    assert [isinstance(r, EnqueueResult) for r in results[: grouping.IN_FLIGHT]] == [True] * 2
+    assert all(isinstance(r, ValueError) for r in results[grouping.IN_FLIGHT :]), results
+    assert singles._in_flight == 0
+
+    # A group's task cancelled (a loop shutting down): its callers are cancelled and the slot
+    # comes back.
+    server = Server()
+    singles = SingleEnqueues[CallSpec, EnqueueResult](server.send)
+    first = [asyncio.create_task(submit(singles, call(i))) for i in range(grouping.IN_FLIGHT)]
+    await server.sent(grouping.IN_FLIGHT)
+    waiting = [asyncio.create_task(submit(singles, call(i))) for i in range(10, 13)]
+    await asyncio.sleep(0)
+    server.release(0)
+    await first[0]
+    (group_task,) = singles._tasks
+    group_task.cancel()
+    for task in waiting:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    server.release(1)
+    await first[1]
+    assert singles._in_flight == 0 and not singles._tasks

@@ -15,6 +15,7 @@ bad call fails alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -62,7 +63,7 @@ class SingleEnqueues(Generic[Item, Result]):
             self._in_flight += 1
             task = asyncio.get_running_loop().create_task(self._run(group))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._ran, group=group))
 
     def _take_group(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         """The oldest waiting calls of one group key (callers that gave up are dropped)."""
@@ -81,20 +82,24 @@ class SingleEnqueues(Generic[Item, Result]):
         return group
 
     async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        try:
-            results = await self._send([item for item, _ in group])
-        except asyncio.CancelledError:
-            for _, future in group:
+        results = await self._send([item for item, _ in group])
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    def _ran(
+        self, task: asyncio.Task[None], group: list[tuple[Item, asyncio.Future[Result]]]
+    ) -> None:
+        """After a group's task, however it ended (even cancelled before it started): each
+        caller still waiting gets the failure, and the slot goes to the next group."""
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        failure = None if task.cancelled() else task.exception()
+        for _, future in group:
+            if future.done():
+                continue
+            if failure is None:  # cancelled, or ended without answering this caller
                 future.cancel()
-            raise
-        except Exception as exc:  # every caller of the group sees the script's failure
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
-            for (_, future), result in zip(group, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-        finally:
-            self._in_flight -= 1
-            self._next()
+            else:
+                future.set_exception(failure)
+        self._next()

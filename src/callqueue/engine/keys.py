@@ -79,9 +79,9 @@ class QueueKeys:
 
     @property
     def campaigns_done(self) -> str:
-        """ZSET of campaigns made by their first call (never given settings) that finished,
-        completed or cancelled with no call open, by when: reap forgets them once they have
-        been finished for the retention. The scripts derive it from ``prefix``."""
+        """ZSET of campaigns made by their first call (never given settings) that completed,
+        by when: reap forgets them once they have been completed for the retention. The
+        scripts derive it from ``prefix``."""
         return f"{self.prefix}campaigns_done"
 
     # -- status webhooks ---------------------------------------------------------------------

@@ -131,8 +131,9 @@ class CallQueue:
 
     # -- enqueue ----------------------------------------------------------------------------
     def _enqueue_row(self, spec: CallSpec) -> _Row:
-        """One call's key and its 11 arguments to enqueue.lua (raises on a malformed spec)."""
-        return spec, self.keys.call(spec.call_id), [
+        """One call's key and its 11 arguments to enqueue.lua (raises on a malformed spec, so
+        that a bad call fails alone rather than the group it would share a script with)."""
+        args: list[ScriptArg] = [
             spec.call_id,
             encode_spec(spec),
             spec.priority.rank,
@@ -145,6 +146,10 @@ class CallQueue:
             ",".join(spec.time_zones),
             spec.webhook_url or "",
         ]  # fmt: skip
+        for value in args:
+            if not isinstance(value, str | bytes | int | float):
+                raise TypeError(f"call {spec.call_id!r}: {value!r} cannot be sent to Redis")
+        return spec, self.keys.call(str(spec.call_id)), args
 
     def _enqueue_call(
         self, rows: Sequence[_Row], batch_id: str | None, seq: int = 0, take: int = 0

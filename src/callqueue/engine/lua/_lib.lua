@@ -60,20 +60,16 @@ local function stats_flush()
     end
   end
   PENDING = {}
-  -- `open` counts a campaign's calls not yet final: at 0 the campaign is complete. A finished
+  -- `open` counts a campaign's calls not yet final: at 0 the campaign is complete. A completed
   -- campaign that its first call made (it has no settings of its own) joins the done set, and
-  -- reap forgets it once it has been finished for the retention, as its calls are.
+  -- reap forgets it once it has been completed for the retention, as its calls are. (A
+  -- cancelled one is kept: it goes on refusing calls that name it.)
   for _, c in pairs(MAYBE_DONE) do
-    if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 then
-      local st = redis.call('HGET', c.key, 'st')
-      if st == 'active' then
-        redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
-        if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
-        st = 'completed'
-      end
-      if c.auto and (st == 'completed' or st == 'cancelled') then
-        redis.call('ZADD', c.prefix .. 'campaigns_done', c.done_at, c.id)
-      end
+    if tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 and
+        redis.call('HGET', c.key, 'st') == 'active' then
+      redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
+      if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
+      if c.auto then redis.call('ZADD', c.prefix .. 'campaigns_done', c.done_at, c.id) end
     end
   end
   MAYBE_DONE = {}

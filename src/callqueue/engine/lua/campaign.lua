@@ -59,6 +59,10 @@ elseif op == 'resume' then
     redis.call('HSET', c.key, 'st', 'active', 'up', now)
     st = 'active'
     c.st = 'active'
+    if c.auto then  -- completed before its pause, it is complete again (and may be forgotten)
+      c.done_at = now
+      MAYBE_DONE[cp] = c
+    end
     index_touch(index, ctl, c)
     redis.call('PUBLISH', channel, 'e')
   end
@@ -70,8 +74,6 @@ elseif op == 'cancel' then
     redis.call('ZREM', index, cp)
   end
   c.st = 'cancelled'
-  c.done_at = now
-  MAYBE_DONE[cp] = c  -- finished at once if no call of it is open
   local done = 0
   local call_prefix = prefix .. 'c:'
   -- Queued calls first, a slice at a time.

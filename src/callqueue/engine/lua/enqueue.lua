@@ -59,22 +59,24 @@ local seen = {}  -- ids created by this batch (the same id twice in one batch)
 local to_ready = {}  -- campaign id -> {score, id, ...}: one ZADD per campaign at the end
 local touched = {}  -- campaign id -> calls created
 local function usable(cp)
-  -- A campaign's first call creates it; calls to a cancelled campaign are refused.
-  if cp == '' then return true end
+  -- Calls to a cancelled campaign are refused. (No side effect: a row that creates nothing,
+  -- a replay or a listed number, leaves its campaign as it is.)
+  return cp == '' or campaign(prefix, cp).st ~= 'cancelled'
+end
+local function adopt(cp)
+  -- The first call created in a campaign not seen before makes it, with default settings
+  -- ('auto': forgotten once finished, see reap); one created in a completed campaign brings it
+  -- back.
   local c = campaign(prefix, cp)
-  if touched[cp] == nil then
-    if not c.found then
-      redis.call('HSET', c.key, 'st', 'active', 'cr', now, 'auto', 1)
-      redis.call('ZADD', registry, now, cp)
-      c.auto = true
-    elseif c.st == 'completed' then
-      redis.call('HSET', c.key, 'st', 'active')
-      c.st = 'active'
-      if c.auto then redis.call('ZREM', prefix .. 'campaigns_done', cp) end
-    end
-    touched[cp] = 0
+  if not c.found then
+    redis.call('HSET', c.key, 'st', 'active', 'cr', now, 'auto', 1)
+    redis.call('ZADD', registry, now, cp)
+    c.found, c.auto = true, true
+  elseif c.st == 'completed' then
+    redis.call('HSET', c.key, 'st', 'active')
+    c.st = 'active'
+    if c.auto then redis.call('ZREM', prefix .. 'campaigns_done', cp) end
   end
-  return c.st ~= 'cancelled'
 end
 -- The campaign of the previous row: a batch is usually all one campaign, so its list and
 -- checks are kept at hand (table lookups and # are not free in a 1,000-row loop).
@@ -100,6 +102,7 @@ for i = 1, n do
   elseif not last_ok then
     codes[i] = 'x'
   else
+    if touched[cp] == nil and cp ~= '' then adopt(cp) end
     local score = prio * BAND + seq + i - 1
     local status = (due > now) and 'scheduled' or 'queued'
     local fields = {'s', spec, 'st', status, 'q', score, 'md', ARGV[b + 6], 'cr', now,

@@ -4,7 +4,7 @@
 --  * live slots whose attempt outlived its longest possible life (ring timeout + max duration
 --    + grace): the attempt is over for sure; it ends as `lost` and the retry policy applies.
 --  * finished/dead indexes and worker heartbeats older than their retention are trimmed.
---  * campaigns made by their first call (no settings of their own) that have been finished
+--  * campaigns made by their first call (no settings of their own) that have been completed
 --    for the retention are forgotten: their keys and their registry entry.
 -- KEYS[1] live  KEYS[2] leases  KEYS[3] sched  KEYS[4] finished  KEYS[5] dead  KEYS[6] stats
 -- KEYS[7] queue prefix (derived keys)  KEYS[8] workers  KEYS[9] dials-per-second
@@ -62,7 +62,7 @@ if P.retention_ms > 0 then
     local c = campaign(K.prefix, cp)
     -- Checked again: anything that brings a campaign back takes it out of the done set, so
     -- this only guards against a bug forgetting a campaign in use.
-    if c.auto and (c.st == 'completed' or c.st == 'cancelled') and
+    if c.auto and c.st == 'completed' and
         tonumber(redis.call('HGET', c.stats, 'open') or '0') <= 0 then
       redis.call('DEL', c.key, c.stats, c.dps, c.ready, c.live, c.rate)
       redis.call('ZREM', registry, cp)

@@ -49,6 +49,12 @@ if f[5] == '1' then
   if err then return err end
   return {'ok', 'cancelled'}
 end
+if c.st == 'cancelled' then  -- cancelled while this call was being dialed: it ends here
+  local err = finish(K, key, id, f[1], 'cancelled', now, note .. '; campaign cancelled', P, c.id,
+    'oc', 'cancelled', 'why', 'campaign')
+  if err then return err end
+  return {'ok', 'cancelled'}
+end
 if delay > 0 then
   local err = move(key, f[1], 'scheduled', now, note, P.hist_limit, 'due', now + delay)
   if err then return err end
