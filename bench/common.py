@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 import zlib
@@ -21,6 +22,7 @@ from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue, EndFacts, EventCall
 from callqueue.engine.reads import queued_total
+from callqueue.heap import settle_heap, unsettle_heap
 from callqueue.models import CallSpec, CallStatus, CarrierEvent, EventResult, Outcome, Priority
 
 # The seed's example call (README, "Queue a single call").
@@ -330,8 +332,12 @@ class InProcessWorker:
 
     async def __aenter__(self) -> InProcessWorker:
         await self.dispatcher.start()
+        # The heap as a worker process settles it once dispatching (callqueue worker / up).
+        self._threshold = gc.get_threshold()
+        settle_heap()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.dispatcher.stop()
         await self.carrier.aclose()
+        unsettle_heap(self._threshold)

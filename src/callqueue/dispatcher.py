@@ -111,6 +111,10 @@ class Dispatcher:
 
     async def run_until_stopped(self) -> None:
         await self.start()
+        await self.stop_requested()
+
+    async def stop_requested(self) -> None:
+        """Returns once a stop was asked for (``request_stop``, a signal)."""
         await self._stopping.wait()
 
     def request_stop(self) -> None:

@@ -21,6 +21,7 @@ from callqueue.embedded import EmbeddedServer, ensure_local_server
 from callqueue.engine.connection import connect, describe
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
+from callqueue.heap import settle_heap
 from callqueue.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,9 @@ async def run_worker(settings: Settings) -> None:
             describe(runtime.url),
             dispatcher.carrier.name,
         )
-        await dispatcher.run_until_stopped()
+        await dispatcher.start()
+        settle_heap()  # as `callqueue up` does once it is serving
+        await dispatcher.stop_requested()
         await dispatcher.stop(settings.shutdown_timeout)
         log.info("worker %s stopped", dispatcher.worker_id)
     finally:

@@ -1,10 +1,11 @@
-"""The API process's heap after start-up: frozen, and young collections spaced out."""
+"""The heap of an API or worker process after start-up: frozen, young collections spaced
+out."""
 
 from __future__ import annotations
 
 import gc
 
-from callqueue.api.server import YOUNG_GC_THRESHOLD, settle_heap
+from callqueue.heap import YOUNG_GC_THRESHOLD, settle_heap
 
 
 def test_settle_heap_freezes_and_spaces_young_collections() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import uvicorn
 from callqueue.api.app import create_app
 from callqueue.config import ConfigError
 from callqueue.dispatcher import Dispatcher
+from callqueue.heap import settle_heap
 from callqueue.runtime import Runtime, install_stop_signals, make_dispatcher
 
 log = logging.getLogger(__name__)
@@ -79,23 +79,6 @@ def make_server(runtime: Runtime) -> _Server:
 
 
 Announce = Callable[[Runtime, Dispatcher | None], None]
-
-
-YOUNG_GC_THRESHOLD = 20_000
-
-
-def settle_heap() -> None:
-    """Moves everything alive after start-up (modules, FastAPI and pydantic state: hundreds of
-    thousands of objects) out of the garbage collector's sight: otherwise every full
-    collection walks them all, a pause of tens of milliseconds in the middle of requests.
-
-    The youngest generation is also collected every ``YOUNG_GC_THRESHOLD`` allocations instead
-    of every 700: a 1,000-row bulk request makes tens of thousands of short-lived containers,
-    none of them in cycles, and collecting them every 700 cost several percent of its CPU."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
 class _Stopper:
