@@ -109,10 +109,6 @@ class Dispatcher:
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),
         ]
 
-    async def run_until_stopped(self) -> None:
-        await self.start()
-        await self.stop_requested()
-
     async def stop_requested(self) -> None:
         """Returns once a stop was asked for (``request_stop``, a signal)."""
         await self._stopping.wait()

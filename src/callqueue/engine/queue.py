@@ -131,8 +131,7 @@ class CallQueue:
 
     # -- enqueue ----------------------------------------------------------------------------
     def _enqueue_row(self, spec: CallSpec) -> _Row:
-        """One call's key and its 11 arguments to enqueue.lua (raises on a malformed spec, so
-        that a bad call fails alone rather than the group it would share a script with)."""
+        """One call's key and its 11 arguments to enqueue.lua (raises on a malformed spec)."""
         args: list[ScriptArg] = [
             spec.call_id,
             encode_spec(spec),
@@ -146,10 +145,7 @@ class CallQueue:
             ",".join(spec.time_zones),
             spec.webhook_url or "",
         ]  # fmt: skip
-        for value in args:
-            if not isinstance(value, str | bytes | int | float):
-                raise TypeError(f"call {spec.call_id!r}: {value!r} cannot be sent to Redis")
-        return spec, self.keys.call(str(spec.call_id)), args
+        return spec, self.keys.call(spec.call_id), args
 
     def _enqueue_call(
         self, rows: Sequence[_Row], batch_id: str | None, seq: int = 0, take: int = 0
@@ -226,7 +222,12 @@ class CallQueue:
         """Queues one call. Concurrent callers share scripts (see ``SingleEnqueues``): a call
         that finds no script of its own kind waiting goes out at once, the others wait for the
         next and go out together, each keeping its own answer."""
-        row = self._enqueue_row(spec)  # a malformed spec fails here, alone
+        row = self._enqueue_row(spec)
+        # A malformed call fails here, alone, not the group it would share a script with (the
+        # bulk path needs no such check: its scripts are its own).
+        for value in row[2]:
+            if not isinstance(value, str | bytes | int | float):
+                raise TypeError(f"call {spec.call_id!r}: {value!r} cannot be sent to Redis")
         await self._know_zones([spec])
         return await self._singles.submit(row, spec.batch_id)
 

@@ -19,6 +19,9 @@ local MAYBE_DONE = {}  -- campaigns whose last open call may have ended in this 
 -- Status webhooks of this run: set by hooks_init (scripts that change calls call it).
 local HOOKS = nil
 
+-- Completed campaigns that their first call made, by when (keys.py: campaigns_done).
+local function done_key(prefix) return prefix .. 'campaigns_done' end
+
 local function invocation_start()
   PENDING = {}
   CAMPAIGNS = {}
@@ -69,7 +72,7 @@ local function stats_flush()
         redis.call('HGET', c.key, 'st') == 'active' then
       redis.call('HSET', c.key, 'st', 'completed', 'done', c.done_at)
       if c.wh and HOOKS then hook_add('campaign', c.id, 'completed', c.done_at, c.id, c.wh) end
-      if c.auto then redis.call('ZADD', c.prefix .. 'campaigns_done', c.done_at, c.id) end
+      if c.auto then redis.call('ZADD', done_key(c.prefix), c.done_at, c.id) end
     end
   end
   MAYBE_DONE = {}

@@ -32,7 +32,7 @@ local st = redis.call('HGET', c.key, 'st')
 if op == 'set' then
   -- Settings make the campaign the user's: it is kept when it finishes.
   redis.call('HDEL', c.key, 'auto')
-  redis.call('ZREM', prefix .. 'campaigns_done', cp)
+  redis.call('ZREM', done_key(prefix), cp)
   for i = 6, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       redis.call('HDEL', c.key, ARGV[i])
@@ -51,7 +51,7 @@ elseif op == 'pause' then
     redis.call('HSET', c.key, 'st', 'paused', 'up', now)
     st = 'paused'
     redis.call('ZREM', index, cp)
-    redis.call('ZREM', prefix .. 'campaigns_done', cp)  -- a paused campaign is kept
+    redis.call('ZREM', done_key(prefix), cp)  -- a paused campaign is kept
   end
   return {st, 0}
 elseif op == 'resume' then

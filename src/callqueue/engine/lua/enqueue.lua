@@ -75,7 +75,7 @@ local function adopt(cp)
   elseif c.st == 'completed' then
     redis.call('HSET', c.key, 'st', 'active')
     c.st = 'active'
-    if c.auto then redis.call('ZREM', prefix .. 'campaigns_done', cp) end
+    if c.auto then redis.call('ZREM', done_key(prefix), cp) end
   end
 end
 -- The campaign of the previous row: a batch is usually all one campaign, so its list and
