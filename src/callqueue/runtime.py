@@ -134,7 +134,7 @@ def twilio_config(settings: Settings) -> TwilioConfig:
 
 
 def make_dispatcher(runtime: Runtime) -> Dispatcher:
-    writer = EventWriter(runtime.queue)
+    writer = EventWriter(runtime.queue, spool=runtime.settings.event_spool_path)
     carrier = make_carrier(runtime.settings, writer)
     runtime._closers.append(carrier.aclose)
     dispatcher = Dispatcher(

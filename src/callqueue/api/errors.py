@@ -18,6 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from callqueue.engine.faults import is_transient
+
 log = logging.getLogger(__name__)
 
 Loc = Sequence[str | int]
@@ -137,6 +139,8 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # a failover, LOADING, READONLY...: as passing as a lost connection
+        return await _redis_down(request, exc)
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error (logged)", (), "internal")
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from callqueue.api.auth import authorized, header_map, send_unauthorized
@@ -33,6 +31,7 @@ from callqueue.api.limits import (
 )
 from callqueue.api.routes.calls import queue_one
 from callqueue.api.schemas import QueueCallRequest
+from callqueue.engine.faults import is_transient
 
 log = logging.getLogger("callqueue.api.errors")
 
@@ -111,12 +110,12 @@ async def serve_queue_call(app: FastAPI, scope: Scope, receive: Receive, send: S
     except ApiError as exc:
         await _answer(send, exc.status, orjson.dumps({"detail": exc.details}), exc.headers)
         return
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("POST %s: Redis unavailable: %s", PATH, exc)
-        body = _problem(f"Redis is unavailable: {exc}", "unavailable")
-        await _answer(send, 503, body, {"Retry-After": "1"})
-        return
     except Exception as exc:
+        if is_transient(exc):
+            log.warning("POST %s: Redis unavailable: %s", PATH, exc)
+            body = _problem(f"Redis is unavailable: {exc}", "unavailable")
+            await _answer(send, 503, body, {"Retry-After": "1"})
+            return
         log.error("POST %s failed", PATH, exc_info=exc)
         await _answer(send, 500, _problem("internal error (logged)", "internal"))
         return

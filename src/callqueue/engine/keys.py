@@ -174,6 +174,18 @@ class QueueKeys:
         """ZSET worker id -> last heartbeat ms."""
         return f"{self.prefix}workers"
 
+    def worker_calls(self, worker_id: str) -> str:
+        """Set: the attempts a worker has in flight (claimed, not yet settled), so that what a
+        dead worker leaves behind is found at once. Scripts derive it from ``prefix``
+        (worker_calls_key in _lib.lua)."""
+        return f"{self.prefix}wc:{worker_id}"
+
+    @property
+    def worker_info(self) -> str:
+        """Hash: worker id -> its traits ('e': its calls end with its process, as the
+        simulator's do), kept with its heartbeat in ``workers``."""
+        return f"{self.prefix}winfo"
+
     @property
     def hangups(self) -> str:
         """LIST of live calls whose cancel needs a carrier hang-up."""

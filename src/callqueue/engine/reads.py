@@ -15,14 +15,12 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from callqueue.engine.codec import Counters, decode_counters, decode_record
-from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
 #: Score band of one priority level in a ready ZSET (score = rank * 2**40 + arrival seq).
 PRIORITY_BAND = 2**40
 #: A worker counts as alive when its last heartbeat is at most this old.
-WORKER_TTL_MS = int(WORKER_TTL_S * 1000)
 #: Commands per pipeline when reading many calls.
 CHUNK = 2000
 
@@ -61,7 +59,9 @@ class ControlState:
     workers_alive: int
 
 
-async def control_state(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> ControlState:
+async def control_state(queue: CallQueue, worker_ttl_ms: int | None = None) -> ControlState:
+    if worker_ttl_ms is None:
+        worker_ttl_ms = int(queue.options.worker_ttl_s * 1000)
     now = await server_now_ms(queue)
     pipe = queue.client.pipeline(transaction=False)
     pipe.hget(queue.keys.control, "paused")
@@ -187,7 +187,9 @@ async def queued_total(queue: CallQueue) -> int:
     return sum((await queued_by_priority(queue)).values())
 
 
-async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> QueueSnapshot:
+async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int | None = None) -> QueueSnapshot:
+    if worker_ttl_ms is None:
+        worker_ttl_ms = int(queue.options.worker_ttl_s * 1000)
     k = queue.keys
     now = await server_now_ms(queue)
     by_priority_now = await queued_by_priority(queue)

@@ -81,6 +81,12 @@ end
 -- Keys derived from the queue prefix (passed in KEYS: it carries the queue's hash tag, so every
 -- derived key is in the same cluster slot). The names mirror engine/keys.py.
 local function ckey(prefix, kind, cp) return prefix .. kind .. ':' .. cp end
+-- The attempts a worker has in flight (keys.py: worker_calls). A claim adds the call and records
+-- its worker in the call's `wk`; whatever ends or gives back the attempt takes it out again.
+local function worker_calls_key(prefix, worker) return prefix .. 'wc:' .. worker end
+local function disown(prefix, worker, id)
+  if worker and worker ~= '' then redis.call('SREM', worker_calls_key(prefix, worker), id) end
+end
 local BAND = 1099511627776  -- 2^40: a ready score is priority rank * BAND + arrival sequence
 -- Retries of a call that set no max_retries and whose campaign sets none (the seed's default).
 local DEFAULT_RETRIES = 3
@@ -346,9 +352,10 @@ end
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach', 'fr', 'cp', 'to', 'tz')
+    'mach', 'fr', 'cp', 'to', 'tz', 'wk')
   local c = campaign(K.prefix, f[12] or '')
   free_line(K.prefix, f[13], id)
+  disown(K.prefix, f[15], id)
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
