@@ -30,8 +30,9 @@ NAMES = (
     "hooks",
 )  # fmt: skip
 #: Shared helpers, in this order, before the transitions: the calling-window arithmetic
-#: (``_window``, self-contained) and the library's own (``_lib``, which uses it).
-HELPERS = ("_window", "_lib")
+#: (``_window``, self-contained), the index of calls a window parked (``_park``, self-contained)
+#: and the library's own (``_lib``, which uses both).
+HELPERS = ("_window", "_park", "_lib")
 
 
 class ScriptError(RuntimeError):
