@@ -27,7 +27,7 @@ ScriptArg = str | int | float | bytes
 
 NAMES = (
     "enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc", "campaign", "zones",
-    "hooks",
+    "hooks", "recheck",
 )  # fmt: skip
 #: Shared helpers, in this order, before the transitions: the calling-window arithmetic
 #: (``_window``, self-contained), the index of calls a window parked (``_park``, self-contained)
@@ -150,6 +150,7 @@ class Scripts:
         self.campaign = Script(self.library, "campaign")
         self.zones = Script(self.library, "zones")
         self.hooks = Script(self.library, "hooks")
+        self.recheck = Script(self.library, "recheck")
 
     async def load_all(self, client: Any) -> None:
         await self.library.load(client)
