@@ -17,10 +17,14 @@ import socket
 import uuid
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from callqueue.carriers.base import Carrier, DialKind, DialRequest
+from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import HEARTBEAT_S, WORKER_TTL_S
 from callqueue.engine.queue import CallQueue, EndFacts
+from callqueue.engine.scripts import ScriptError
 from callqueue.engine.waker import Waker
 from callqueue.models import ClaimBlock, ClaimedCall, Outcome
 
@@ -30,6 +34,7 @@ CARRIER_RETRY_S = 30.0  # after the carrier refused our credentials, try again t
 RECORDING_BACKLOG_FACTOR = 4  # dials being recorded, at most, per dial slot
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
 ZONES_REFRESH_S = 3600.0  # time-zone offsets for calling windows are renewed this often
+RECHECK_TICK_S = 1.0  # longest a maintenance tick spends on rechecks of parked calls
 
 
 class Watch(Protocol):
@@ -335,4 +340,14 @@ class Dispatcher:
                     )
             except Exception as exc:
                 log.warning("reap failed: %s", exc)
+            await self._finish_window_rechecks()
             await asyncio.sleep(delay)
+
+    async def _finish_window_rechecks(self) -> None:
+        """Ends rechecks of calls parked by a calling window that a change of the window
+        started and its process did not finish (it died, or the campaign was too large for its
+        request's budget)."""
+        try:
+            await CampaignEngine(self.queue).recheck_parked(budget_s=RECHECK_TICK_S)
+        except (RedisError, ScriptError) as exc:
+            log.warning("rechecking calls parked by a calling window failed: %s", exc)

@@ -6,10 +6,15 @@ anyone may repeat or resume (recheck.lua, CampaignEngine.recheck_parked)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from engine_support import MakeQueue
+from procs import wait_for
 
+from callqueue.carriers.simulator import SimProfile, SimulatedCarrier
+from callqueue.dispatcher import Dispatcher
 from callqueue.engine.campaigns import CampaignEngine, CampaignRetry, Recheck
+from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import CallSpec, CallStatus, Outcome, RetryPolicy
 from callqueue.windows import CallingWindow
@@ -214,3 +219,37 @@ async def test_cancelling_the_campaign_drops_its_recheck(make_queue: MakeQueue) 
     assert not await q.client.exists(q.keys.campaign_window_parked("w"),
                                      q.keys.campaign_window_recheck("w"))  # fmt: skip
     assert await camps.recheck_parked(at_ms=T0) == Recheck(0, 0, 1, True)
+
+
+async def test_a_worker_finishes_a_recheck_its_request_left(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
+    # Real clock: the worker claims at the server's time.
+    q = make_queue(**NO_LIMITS)
+    camps = CampaignEngine(q)
+    hour = datetime.now(UTC).hour
+    closed = f"daily {(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
+    open_now = f"daily {(hour - 1) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
+    await camps.configure("w", {"win": win(closed), "wtz": "UTC"})
+    await q.register_zones(["UTC"])
+    ids = [f"p{i}" for i in range(20)]
+    await q.enqueue_many([call(i) for i in ids])
+    assert (await q.claim(20)).calls == []  # parked for hours
+    # The window opens now, but the request that changed it ends (dies) before any recheck.
+    await camps.configure("w", {"win": win(open_now)}, recheck_budget_s=0)
+    assert await q.client.hexists(q.keys.window_rechecks, "w")
+    writer = EventWriter(q)
+    profile = SimProfile(ring_s=(0, 0.01), talk_s=(0, 0.02), seed=7,
+                         mix={Outcome.COMPLETED: 1.0})  # fmt: skip
+    worker = Dispatcher(q, SimulatedCarrier(writer, profile, tmp_path / "ledger"), writer)
+    await worker.start()
+    try:
+
+        async def all_done() -> bool:
+            return int(await q.client.zcard(q.keys.finished)) == len(ids)
+
+        await wait_for(all_done, 30, "the parked calls to be dialed and finish")
+    finally:
+        await worker.stop()
+    assert not await q.client.hexists(q.keys.window_rechecks, "w")
+    assert {r.status for r in await q.records(ids)} == {CallStatus.COMPLETED}
