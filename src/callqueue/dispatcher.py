@@ -28,10 +28,14 @@ import socket
 import uuid
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from callqueue.carriers.base import Carrier, DialKind, DialRequest, DialResult
+from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.faults import Backoff, retry_transient
 from callqueue.engine.queue import CallQueue, EndFacts, ReapResult
+from callqueue.engine.scripts import ScriptError
 from callqueue.engine.waker import Waker
 from callqueue.models import ClaimBlock, ClaimedCall, Outcome
 
@@ -43,6 +47,7 @@ FENCE_FRACTION = 0.8  # of the worker ttl without a heartbeat: end the calls of 
 RECORDING_BACKLOG_FACTOR = 4  # dials being recorded, at most, per dial slot
 SAFETY_WAKE_S = 5.0  # longest sleep with nothing known to wait for (missed pub/sub, restarts)
 ZONES_REFRESH_S = 3600.0  # time-zone offsets for calling windows are renewed this often
+RECHECK_TICK_S = 1.0  # longest a maintenance tick spends on rechecks of parked calls
 
 
 class Watch(Protocol):
@@ -490,4 +495,16 @@ class Dispatcher:
                     )
             except Exception as exc:
                 log.warning("reap failed: %s", exc)
+            await self._finish_window_rechecks()
             await asyncio.sleep(delay)
+
+    async def _finish_window_rechecks(self) -> None:
+        """Ends rechecks of calls parked by a calling window that a change of the window
+        started and its process did not finish (it died, or the campaign was too large for its
+        request's budget)."""
+        try:
+            # Kept well inside a heartbeat interval: the heartbeat must not fall behind.
+            budget = min(RECHECK_TICK_S, self.heartbeat_s / 4)
+            await CampaignEngine(self.queue).recheck_parked(budget_s=budget)
+        except (RedisError, ScriptError) as exc:
+            log.warning("rechecking calls parked by a calling window failed: %s", exc)

@@ -66,6 +66,22 @@ class QueueKeys:
         """HASH epoch-second -> a campaign's dials granted, about the last minute."""
         return f"{self.prefix}cd:{campaign_id}"
 
+    def campaign_window_parked(self, campaign_id: str) -> str:
+        """ZSET call id -> the due time a campaign's calling window parked the call to (its
+        sched score). A hint, checked on use: entries of calls that moved on are left to
+        trimming and the key's expiry (see lua/_park.lua)."""
+        return f"{self.prefix}wp:{campaign_id}"
+
+    def campaign_window_recheck(self, campaign_id: str) -> str:
+        """ZSET like ``campaign_window_parked``: the entries a change of the window set aside,
+        still to be looked at again (recheck.lua)."""
+        return f"{self.prefix}wr:{campaign_id}"
+
+    @property
+    def window_rechecks(self) -> str:
+        """HASH campaign id -> 0 | 1 (one more sweep after this one): rechecks under way."""
+        return f"{self.prefix}wrecheck"
+
     @property
     def campaign_index(self) -> str:
         """ZSET of campaigns with queued calls that may be dialed; score = priority rank of the

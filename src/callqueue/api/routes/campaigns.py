@@ -166,7 +166,12 @@ async def get_campaign(queue: QueueDep, campaign_id: CampaignId) -> CampaignView
 async def patch_campaign(
     request: Request, queue: QueueDep, campaign_id: CampaignId, body: CampaignSettings
 ) -> CampaignView:
-    """Changes the fields sent (null clears one); limits apply to the next dial."""
+    """Changes the fields sent (null clears one); limits apply to the next dial. A new
+    `calling_window` or `calling_window_timezone` also applies to the calls the old window
+    held back: those it lets through now are queued again at their place in line, the others
+    wait for its next opening (a retry never earlier than its own delay); calls scheduled for
+    their own `scheduled_at` keep it. A very large campaign's last ones may follow a moment
+    after the answer (the workers finish them)."""
     _check_webhook(request, body)
     if not await queue.client.exists(queue.keys.campaign(campaign_id)):
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),

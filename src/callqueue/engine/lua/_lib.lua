@@ -28,6 +28,7 @@ local function invocation_start()
   OFFSETS = {}
   MAYBE_DONE = {}
   HOOKS = nil
+  park_run_start()
 end
 
 -- Status webhooks: an outbox stream that workers deliver from (webhooks.py). An entry names
@@ -316,13 +317,18 @@ local function zone_entries(prefix, c, tz)
 end
 
 -- A retry due at `due` moves to its campaign's next calling-window opening when `due` falls
--- outside the window (the claim checks again just before dialing in any case).
-local function within_window(prefix, c, tz, due)
+-- outside the window (the claim checks again just before dialing in any case). Moved, it is
+-- parked by the window (_park.lua), and its own time is kept ('nb': not before) for a recheck
+-- after the window changes.
+local function within_window(prefix, c, tz, due, id, key, now)
   if not c.win or c.win == '' then return due end
   local entries = zone_entries(prefix, c, tz)
   if not entries then return due end
   local opens = window_next_open(window_parse(c.win), entries, due)
-  return opens > due and opens or due
+  if opens <= due then return due end
+  window_park(prefix, c.id, id, opens, now)
+  redis.call('HSET', key, 'nb', due)
+  return opens
 end
 
 -- One person, one line: the number's line is free again once this call's attempt is over.
@@ -417,7 +423,7 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     end
     delay = math.min((R and R.cap_ms) or P.cap_ms, delay)
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
-    local due = within_window(K.prefix, c, f[14], at + delay)
+    local due = within_window(K.prefix, c, f[14], at + delay, id, key, at)
     local err = move_with(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
       P.hist_limit, f[8], f[9], 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
     if err then return err end

@@ -178,6 +178,7 @@ local function take(c, id)
         'the callee\'s local time: due when it opens', hist_limit, f[5], f[6], 'due', opens)
       if err then error(err.err) end
       redis.call('ZADD', sched, opens, id)
+      window_park(prefix, c.id, id, opens, now)
       return false
     end
   end
