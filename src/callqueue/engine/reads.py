@@ -150,12 +150,16 @@ class CallState:
     attempts: int
 
 
-async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatus, int]:
+def _count_live(states: Iterable[CallState | None]) -> dict[CallStatus, int]:
     counts = dict.fromkeys(sorted(LIVE_STATUSES), 0)
-    for state in (await call_states(queue, ids)).values():
+    for state in states:
         if state is not None and state.status in counts:
             counts[state.status] += 1
     return counts
+
+
+async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatus, int]:
+    return _count_live((await call_states(queue, ids)).values())
 
 
 async def campaign_ids(queue: CallQueue) -> list[str]:
@@ -329,6 +333,8 @@ class CampaignState:
     open: int  # calls not final yet
     counters: Counters
     dials_last_minute: int
+    # Its calls holding a live-call slot, by their status now (dialing, ringing, in_progress).
+    live_by_status: dict[CallStatus, int] = field(default_factory=dict)
 
     @property
     def scheduled(self) -> int:
@@ -341,7 +347,7 @@ class CampaignState:
         counts = dict.fromkeys(CallStatus, 0)
         counts[CallStatus.QUEUED] = self.queued
         counts[CallStatus.SCHEDULED] = self.scheduled
-        counts[CallStatus.DIALING] = self.live  # dialing, ringing or talking: live
+        counts.update(self.live_by_status)
         counts.update(self.counters.final_by_status)
         return counts
 
@@ -381,11 +387,15 @@ async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[Campaign
             pipe.hgetall(k.campaign(cp))
             pipe.hgetall(k.campaign_stats(cp))
             pipe.zcard(k.campaign_ready(cp))
-            pipe.zcount(k.campaign_live(cp), f"({now}", "+inf")
+            pipe.zrangebyscore(k.campaign_live(cp), f"({now}", "+inf")
             pipe.hgetall(k.campaign_dials_per_second(cp))
         replies = await pipe.execute()
+        # The statuses of their live calls: as many reads as live calls, which the live-call
+        # cap bounds (the same reads /api/queue/status makes for the whole queue).
+        live_ids = [[_text(m) for m in replies[i * 5 + 3]] for i in range(len(chunk))]
+        states = await call_states(queue, [m for ids in live_ids for m in ids])
         for i, cp in enumerate(chunk):
-            settings_raw, stats_raw, queued, live, dps_raw = replies[i * 5 : i * 5 + 5]
+            settings_raw, stats_raw, queued, _, dps_raw = replies[i * 5 : i * 5 + 5]
             if not settings_raw:
                 out.append(None)
                 continue
@@ -401,10 +411,11 @@ async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[Campaign
                     created_ms=_int(settings.get("cr")),
                     now_ms=now,
                     queued=int(queued),
-                    live=int(live),
+                    live=len(live_ids[i]),
                     open=max(0, _int(stats.get("open"))),
                     counters=decode_counters(stats_raw),
                     dials_last_minute=minute,
+                    live_by_status=_count_live(states[m] for m in live_ids[i]),
                 )
             )
     return out

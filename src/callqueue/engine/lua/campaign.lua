@@ -8,10 +8,12 @@
 --     wtz (its time zone for numbers of unknown zone), rp (retry policy), cfg (default
 --     call_config json), wh (status webhook url), we (webhook events: final | all), wp (1: calls' zones
 --     are being filled in, so none is dialed meanwhile)
---   pause | resume
+--   pause | resume: a cancelled campaign refuses both (reply {'conflict', 'cancelled'}); pausing
+--     a paused campaign or resuming an active or completed one changes nothing
 --   cancel: a limit of calls to end in this run, and a cursor in the scheduled set (0 first)
--- Returns: set/pause/resume: {status, created (0/1)}; cancel: {status, queued left, next
---   cursor in the scheduled set (-1: done), calls cancelled in this run}
+-- Returns: set/pause/resume: {status, created (0/1)}, or {'not_found', 0} / {'conflict',
+--   status} (the campaign's status refuses the op: nothing changed); cancel: {status, queued
+--   left, next cursor in the scheduled set (-1: done), calls cancelled in this run}
 local prefix, index, ctl, registry, sched = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cp, op, channel = ARGV[1], ARGV[2], ARGV[3]
 local P = {retention_ms = tonumber(ARGV[4]), hist_limit = tonumber(ARGV[5])}
@@ -46,6 +48,8 @@ if op == 'set' then
   index_touch(index, ctl, campaign(prefix, cp))
   redis.call('PUBLISH', channel, 'c')  -- limits may have grown
   return {st, created}
+elseif (op == 'pause' or op == 'resume') and st == 'cancelled' then
+  return {'conflict', st}  -- its calls are ended and new ones refused: nothing to run again
 elseif op == 'pause' then
   if st == 'active' or st == 'completed' then
     redis.call('HSET', c.key, 'st', 'paused', 'up', now)
