@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from callqueue.engine.codec import Counters, decode_counters, decode_record
 from callqueue.engine.options import WORKER_TTL_S
-from callqueue.engine.queue import CallQueue
+from callqueue.engine.queue import CallQueue, problems_in
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
 #: Score band of one priority level in a ready ZSET (score = rank * 2**40 + arrival seq).
@@ -54,20 +54,38 @@ async def server_now_ms(queue: CallQueue) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ControlState:
-    """What a health check wants: the switches and the heartbeats."""
+    """What a health check wants: the switches, the heartbeats, what workers report stops
+    them, and whether any call waits for a worker."""
 
     now_ms: int
     paused: bool
     workers_alive: int
+    problems: dict[str, str] = field(default_factory=dict)  # by part (carrier, agent)
+    # Calls a worker would dial now: queued in a campaign that may be dialed, or scheduled
+    # for a time that has come (a worker's claim moves those to the queue).
+    calls_due: bool = False
 
 
 async def control_state(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> ControlState:
+    """A few constant-time reads in one round trip (plus the clock's)."""
+    k = queue.keys
     now = await server_now_ms(queue)
     pipe = queue.client.pipeline(transaction=False)
-    pipe.hget(queue.keys.control, "paused")
-    pipe.zcount(queue.keys.workers, f"({now - worker_ttl_ms}", "+inf")
-    paused, alive = await pipe.execute()
-    return ControlState(now, paused in (b"1", "1"), int(alive))
+    pipe.hgetall(k.control)
+    pipe.zcount(k.workers, f"({now - worker_ttl_ms}", "+inf")
+    # The campaign index holds exactly the campaigns with queued calls that may be dialed
+    # (active, not paused or cancelled): one entry is enough to know a call waits.
+    pipe.zcard(k.campaign_index)
+    pipe.zrange(k.scheduled, 0, 0, withscores=True)
+    control_raw, alive, ready_campaigns, first_scheduled = await pipe.execute()
+    control = {_text(name): _text(value) for name, value in control_raw.items()}
+    return ControlState(
+        now_ms=now,
+        paused=control.get("paused") == "1",
+        workers_alive=int(alive),
+        problems=problems_in(control),
+        calls_due=bool(ready_campaigns) or any(score <= now for _, score in first_scheduled),
+    )
 
 
 @dataclass(frozen=True, slots=True)
