@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -86,15 +85,3 @@ async def claim_paced(q: CallQueue, want: int) -> list[ClaimedCall]:
             await asyncio.sleep(result.wait_ms / 1000)
     return got
 
-
-async def until(check: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
-    """Awaits ``check()`` until it is truthy and returns it; fails naming ``what`` after
-    ``limit_s`` seconds."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.05)

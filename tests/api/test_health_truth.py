@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio
-from api_support import SettingsFactory, app_client, claim_paced, seed_call, started, until
+from api_support import SettingsFactory, app_client, claim_paced, seed_call, started
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from test_health_auth_docs import closed_port
@@ -21,6 +21,7 @@ from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import Outcome
 from callqueue.runtime import Runtime, make_dispatcher
 from callqueue.testing import FakePlivo
+from waiting import until
 
 UNREACHABLE = "cannot reach the carrier's API: ConnectError: All connection attempts failed"
 
