@@ -9,10 +9,8 @@ dialed, hung up, refused, how many calls were live at once and how fast calls we
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -47,6 +45,7 @@ from callqueue.testing import (
     TwilioScenario,
     serve_asgi,
 )
+from waiting import until
 
 MAX_LIVE, RATE = 3, 10
 TOKEN = "the-right-token"
@@ -445,17 +444,6 @@ async def stack(
         exits.push_async_callback(dispatcher.stop, 5.0)
         http = await exits.enter_async_context(httpx.AsyncClient(base_url=public_url, timeout=5))
         yield Stack(harness, queue, http, dispatcher)
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def number(i: int, suffix: str) -> str:

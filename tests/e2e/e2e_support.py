@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from callqueue.config import Settings
 from callqueue.engine.connection import connect
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import BatchCounts, QueueSnapshot, batch_counts, queue_snapshot
+from waiting import until as until  # the e2e tests' async wait, shared with the other suites
 
 T = TypeVar("T")
 
@@ -142,15 +143,3 @@ def read_batch(redis_url: str, queue_name: str, batch_id: str) -> BatchCounts | 
 def read_snapshot(redis_url: str, queue_name: str) -> QueueSnapshot:
     result: QueueSnapshot = _read(redis_url, queue_name, queue_snapshot)
     return result
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
-    """The async twin of wait_until: awaits ``check()`` until truthy, fails after ``limit_s``."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -1,5 +1,5 @@
-"""API keys: when API_KEYS is set, every /api route except /api/health and /api/webhooks/*
-needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+"""API keys: when API_KEYS is set, every /api route except /api/health, /api/health/live and
+/api/webhooks/* needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
 The check runs as middleware, before the body is even read (so an unauthenticated caller learns
 nothing from validation errors). It is not also a route dependency: FastAPI solves dependencies
@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-PUBLIC_PATHS = ("/api/health",)
+PUBLIC_PATHS = ("/api/health", "/api/health/live")
 PUBLIC_PREFIXES = ("/api/webhooks/",)
 UNAUTHORIZED = "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -120,6 +121,12 @@ def http_url(value: str | None) -> str | None:
     return value
 
 
+MACHINE_DETECTION_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "boolean"}, {"enum": ["true", "false", "hangup"], "type": "string"},
+              {"type": "null"}],
+}  # fmt: skip
+
+
 class CallConfig(BaseModel):
     """What the voice bot and the carrier need for this call."""
 
@@ -162,10 +169,13 @@ class CallConfig(BaseModel):
         f"{MAX_VARIABLES_BYTES} bytes as JSON).",
         examples=[{"name": "John Doe", "email": "john@example.com"}],
     )
-    machine_detection: Literal["true", "hangup"] | None = Field(
+    machine_detection: Annotated[
+        Literal["true", "hangup"] | None, WithJsonSchema(MACHINE_DETECTION_SCHEMA)
+    ] = Field(
         None,
-        description="Answering-machine detection by the carrier: `true` reports it (the "
-        "attempt ends as `machine`), `hangup` also hangs up on a machine. Off when absent.",
+        description="Answering-machine detection by the carrier: `true` (JSON true or the "
+        'string "true") reports it (the attempt ends as `machine`), `"hangup"` also hangs up '
+        'on a machine. Off when absent, false or "false". Stored as "true" or "hangup".',
         examples=["hangup"],
     )
     caller_name: str | None = Field(
@@ -175,6 +185,16 @@ class CallConfig(BaseModel):
         description="Caller name shown to the callee where the carrier and network allow it.",
         examples=["Wishfin"],
     )
+
+    @field_validator("machine_detection", mode="before")
+    @classmethod
+    def _detection(cls, value: object) -> object:
+        # JSON booleans are what most callers send; the strings are the stored form.
+        if value is True:
+            return "true"
+        if value is False or value == "false":
+            return None
+        return value
 
     @field_validator("answer_url")
     @classmethod

@@ -31,6 +31,14 @@ class CampaignNotFound(LookupError):
     pass
 
 
+class CampaignStateConflict(RuntimeError):
+    """The campaign's status refuses the operation (e.g. resuming a cancelled campaign)."""
+
+    def __init__(self, campaign_id: str, op: str, status: str) -> None:
+        super().__init__(f"campaign {campaign_id!r} is {status}: it cannot be {op}d")
+        self.campaign_id, self.op, self.status = campaign_id, op, status
+
+
 @dataclass(frozen=True, slots=True)
 class Recheck:
     """What rechecking calls parked by a calling window did."""
@@ -153,13 +161,18 @@ class CampaignEngine:
         )
         if _s(reply[0]) == "not_found":
             raise CampaignNotFound(campaign_id)
+        if _s(reply[0]) == "conflict":
+            raise CampaignStateConflict(campaign_id, op, _s(reply[1]))
         return _s(reply[0])
 
     async def pause(self, campaign_id: str) -> str:
-        """No new dials of the campaign from now on; live calls finish."""
+        """No new dials of the campaign from now on; live calls finish. Raises
+        CampaignStateConflict for a cancelled campaign."""
         return await self._state(campaign_id, "pause")
 
     async def resume(self, campaign_id: str) -> str:
+        """Dialing of a paused campaign goes on. Raises CampaignStateConflict for a cancelled
+        campaign."""
         return await self._state(campaign_id, "resume")
 
     async def cancel(self, campaign_id: str) -> int:

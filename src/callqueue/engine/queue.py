@@ -85,6 +85,16 @@ class EventCall:
 _Row = tuple[CallSpec, str, list[ScriptArg]]
 
 
+def problems_in(control: dict[Any, Any]) -> dict[str, str]:
+    """The problems reported to the control hash (report_problem), by part."""
+    out = {}
+    for key, value in control.items():
+        name, text = _s(key), _s(value)
+        if name.endswith("_error") and text:
+            out[name.removesuffix("_error")] = text
+    return out
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -613,14 +623,7 @@ class CallQueue:
 
     async def problems(self) -> dict[str, str]:
         """What currently stops dispatch, by part (carrier, agent)."""
-        raw = await self.client.hgetall(self.keys.control)
-        out = {}
-        for key, value in raw.items():
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            if name.endswith("_error") and text:
-                out[name.removesuffix("_error")] = text
-        return out
+        return problems_in(await self.client.hgetall(self.keys.control))
 
     # -- reads (no state change) ----------------------------------------------------------------
     async def get(self, call_id: str) -> CallRecord | None:

@@ -372,12 +372,17 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = cid, o = outcome}
   merge_facts(rec, facts)
   if rec.e == nil then rec.e = at end
+  -- Talk time of an answered attempt whose end gives none, or 0 (the simulator's word on a
+  -- hang-up we asked for, a cancel): from its answer to its end.
+  if rec.an and (rec.d == nil or rec.d == 0) and rec.e > rec.an then
+    rec.d = (rec.e - rec.an) / 1000
+  end
   local enc = cjson.encode(rec)
   local atts = (f[4] and f[4] ~= '' and f[4] ~= '[]') and (string.sub(f[4], 1, -2) .. ',' .. enc .. ']')
     or ('[' .. enc .. ']')
   stat(K.stats, 'o:' .. outcome, 1)
   if c.id ~= '' then stat(c.stats, 'o:' .. outcome, 1) end
-  local d = tonumber(facts.d)
+  local d = tonumber(rec.d)
   if outcome == 'completed' and d then
     local ms = math.floor(d * 1000 + 0.5)
     stat(K.stats, 'dur_ms', ms)

@@ -8,13 +8,15 @@
 --     wtz (its time zone for numbers of unknown zone), rp (retry policy), cfg (default
 --     call_config json), wh (status webhook url), we (webhook events: final | all), wp (1: calls' zones
 --     are being filled in, so none is dialed meanwhile)
---   pause | resume
+--   pause | resume: a cancelled campaign refuses both (reply {'conflict', 'cancelled'}); pausing
+--     a paused campaign or resuming an active or completed one changes nothing
 --   cancel: a limit of calls to end in this run, and a cursor in the scheduled set (0 first)
 -- A set that changes win or wtz starts a recheck of the calls the window parked (recheck.lua
 -- does it, a slice at a time); cancel drops any.
 -- Returns: set: {status, created (0/1), recheck under way (0/1)}; pause/resume: {status,
---   created (0/1)}; cancel: {status, queued left, next cursor in the scheduled set (-1: done),
---   calls cancelled in this run}
+--   created (0/1)}; any of these may instead return {'not_found', 0} / {'conflict', status}
+--   (the campaign's status refuses the op: nothing changed); cancel: {status, queued left,
+--   next cursor in the scheduled set (-1: done), calls cancelled in this run}
 local prefix, index, ctl, registry, sched = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cp, op, channel = ARGV[1], ARGV[2], ARGV[3]
 local P = {retention_ms = tonumber(ARGV[4]), hist_limit = tonumber(ARGV[5])}
@@ -54,6 +56,8 @@ if op == 'set' then
     window_recheck_start(prefix, cp)
   end
   return {st, created, redis.call('HEXISTS', park_rechecks_key(prefix), cp)}
+elseif (op == 'pause' or op == 'resume') and st == 'cancelled' then
+  return {'conflict', st}  -- its calls are ended and new ones refused: nothing to run again
 elseif op == 'pause' then
   if st == 'active' or st == 'completed' then
     redis.call('HSET', c.key, 'st', 'paused', 'up', now)
