@@ -139,20 +139,14 @@ async def test_the_documented_id_rule_is_the_enforced_one(http: httpx.AsyncClien
 
 # -- extensions --------------------------------------------------------------------------------
 
-EXTENSIONS = [
-    "+91 9123 456 702 ext 5",
-    "+91 9123 456 702 ext. 5",
-    "+91 9123 456 702 x5",
-    "+919123456702;ext=5",
-    "+91 9123456702 extension 55",
-    "+91 9123 456 702 #5",
-]
 
-
-@pytest.mark.parametrize("number", EXTENSIONS)
+# The forms of the report; tests/unit/test_numbers.py has more.
+@pytest.mark.parametrize("number", ["+91 9123 456 702 ext 5", "x5", ";ext=5"])
 async def test_an_extension_is_refused_naming_phone_number(
     http: httpx.AsyncClient, runtime: Runtime, number: str
 ) -> None:
+    if not number.startswith("+"):
+        number = "+91 9123 456 702" + number
     reply = await http.post("/api/calls/queue", json=seed_call(phone_number=number))
     assert_422_naming(reply, ["body", "phone_number"])
     assert "extension" in reply.json()["detail"][0]["msg"]

@@ -47,6 +47,18 @@ async def until_closed(reader: asyncio.StreamReader) -> tuple[bytes, float]:
     return data, loop.time() - start
 
 
+async def stall(url: str, sent: bytes) -> tuple[bytes, float]:
+    """Sends ``sent`` on a new connection, then nothing: what the server answers until it
+    closes the connection, and how long that took."""
+    reader, writer = await connect(url)
+    writer.write(sent)
+    await writer.drain()
+    try:
+        return await until_closed(reader)
+    finally:
+        writer.close()
+
+
 def head(path: str, length: int, method: str = "POST", extra: str = "") -> bytes:
     return (
         f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -75,20 +87,14 @@ async def test_partial_headers_get_408_and_the_connection_closed(
     make_settings: SettingsFactory,
 ) -> None:
     async with server(make_settings) as (url, _):
-        reader, writer = await connect(url)
-        writer.write(b"POST /api/calls/queue HTTP/1.1\r\nHost: t\r\nContent-Le")
-        await writer.drain()
-        data, took = await until_closed(reader)
-        writer.close()
+        data, took = await stall(url, b"POST /api/calls/queue HTTP/1.1\r\nHost: t\r\nContent-Le")
         assert_408(data, [])
         assert took >= TIMEOUT_S * 0.9  # not before the timeout
 
 
 async def test_a_connection_that_sends_nothing_is_closed(make_settings: SettingsFactory) -> None:
     async with server(make_settings) as (url, _):
-        reader, writer = await connect(url)
-        data, took = await until_closed(reader)
-        writer.close()
+        data, took = await stall(url, b"")
         assert data == b""  # no request began: nothing to answer
         assert took >= TIMEOUT_S * 0.9
 
@@ -97,11 +103,7 @@ async def test_stalled_headers_of_a_second_request_on_a_kept_alive_connection(
     make_settings: SettingsFactory,
 ) -> None:
     async with server(make_settings) as (url, _):
-        reader, writer = await connect(url)
-        writer.write(b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\nGET /api/queue/sta")
-        await writer.drain()
-        data, _ = await until_closed(reader)
-        writer.close()
+        data, _ = await stall(url, b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\nGET /api/queue/sta")
         first, _, rest = data.partition(b"HTTP/1.1 408")
         assert first.startswith(b"HTTP/1.1 ")  # the first request was answered
         assert_408(b"HTTP/1.1 408" + rest, [])
@@ -111,11 +113,7 @@ async def test_a_stalled_body_on_the_hot_path_gets_408_and_queues_nothing(
     make_settings: SettingsFactory,
 ) -> None:
     async with server(make_settings) as (url, runtime):
-        reader, writer = await connect(url)
-        writer.write(head("/api/calls/queue", 200) + b'{"phon')  # 7 of 200 bytes
-        await writer.drain()
-        data, took = await until_closed(reader)
-        writer.close()
+        data, took = await stall(url, head("/api/calls/queue", 200) + b'{"phon')  # 7 of 200 bytes
         assert_408(data, ["body"])
         assert took >= TIMEOUT_S * 0.9
         assert (await queue_snapshot(runtime.queue)).enqueued == 0
@@ -127,14 +125,9 @@ async def test_a_stalled_body_on_framework_routes_gets_408(
     # A body model that FastAPI reads itself, a body read by the route, and a CSV import.
     async with server(make_settings) as (url, _):
         for path in ("/api/dnc", "/api/calls/bulk-queue", "/api/campaigns/c1/calls"):
-            reader, writer = await connect(url)
             content_type = "text/csv" if path.endswith("/calls") else "application/json"
-            writer.write(
-                head(path, 200).replace(b"application/json", content_type.encode()) + b'{"numb'
-            )
-            await writer.drain()
-            data, _ = await until_closed(reader)
-            writer.close()
+            request = head(path, 200).replace(b"application/json", content_type.encode())
+            data, _ = await stall(url, request + b'{"numb')
             assert_408(data, ["body"])
 
 
@@ -142,11 +135,7 @@ async def test_hot_path_off_answers_a_stalled_body_the_same(
     make_settings: SettingsFactory,
 ) -> None:
     async with server(make_settings, otel_telemetry=True) as (url, _):
-        reader, writer = await connect(url)
-        writer.write(head("/api/calls/queue", 200) + b'{"phon')
-        await writer.drain()
-        data, _ = await until_closed(reader)
-        writer.close()
+        data, _ = await stall(url, head("/api/calls/queue", 200) + b'{"phon')
         assert_408(data, ["body"])
 
 
@@ -179,13 +168,8 @@ async def test_a_body_the_app_did_not_read_must_keep_coming(
 async def test_many_stalled_bodies_are_all_closed(make_settings: SettingsFactory) -> None:
     # The report's case at a smaller scale: connections that sent 7 of 200 declared bytes.
     async with server(make_settings) as (url, runtime):
-        conns = [await connect(url) for _ in range(50)]
-        for _, writer in conns:
-            writer.write(head("/api/calls/queue", 200) + b'{"phon')
-        await asyncio.gather(*(writer.drain() for _, writer in conns))
-        results = await asyncio.gather(*(until_closed(reader) for reader, _ in conns))
-        for _, writer in conns:
-            writer.close()
+        request = head("/api/calls/queue", 200) + b'{"phon'
+        results = await asyncio.gather(*(stall(url, request) for _ in range(50)))
         for data, _ in results:
             assert_408(data, ["body"])
         async with httpx.AsyncClient(base_url=url) as client:  # the server still serves
