@@ -358,9 +358,8 @@ class BulkQueueRequest(BaseModel):
         max_length=100,
         pattern=ID_PATTERN,
         description=f"Your id for the batch (1-100 {ID_CHARS}). Give one: posting the "
-        "same batch again then "
-        "queues nothing twice (rows without custom_call_id get an id derived from batch_id and "
-        "their position). A random one is made when absent.",
+        "same batch again then queues nothing twice (rows without custom_call_id get an id "
+        "derived from batch_id and their position). A random one is made when absent.",
         examples=["campaign-batch-123"],
     )
     calls: list[QueueCallRequest] = Field(
