@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     event_spool: Path | None = Field(
         None, description="carrier events unwritten at stop go here; default DATA_DIR/event-spool"
     )
+    request_read_timeout: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="seconds a request's headers, or its body between two "
+        "chunks, may take to arrive before the connection is closed (408)",
+    )
 
     @field_validator("retry_on")
     @classmethod

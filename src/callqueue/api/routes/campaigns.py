@@ -29,6 +29,9 @@ CampaignId = Annotated[
     str, Path(description="The campaign's id (its calls' campaign_id).", examples=["campaign-123"])
 ]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_doc("No campaign has this id.")}
+#: Far past any real list, and small enough that Redis can count past it (its ranks are signed
+#: 64-bit: a larger offset was a 500).
+MAX_OFFSET = 1_000_000_000
 
 
 class ProgressView(BaseModel):
@@ -147,7 +150,9 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
 @router.get("", summary="List campaigns")
 async def list_campaigns(
     queue: QueueDep,
-    offset: Annotated[int, Query(ge=0, description="Campaigns to skip.")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description=f"Campaigns to skip (0 to {MAX_OFFSET:,}).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
 ) -> CampaignList:
     """Every campaign with its status and progress, newest first."""
@@ -408,6 +413,8 @@ async def import_calls(
         try:
             form = await capped.form(max_files=1, max_fields=10)
         except StarletteHTTPException as exc:  # the multipart parser's 400
+            if exc.status_code != 400:  # a stalled (408) or too large (413) body
+                raise
             raise ApiError(400, f"the multipart form is not readable: {exc.detail}", ("body",),
                            "invalid_body") from None  # fmt: skip
         upload = form.get("file")
