@@ -287,9 +287,7 @@ class CallQueue:
         return results
 
     # -- claim ------------------------------------------------------------------------------
-    async def claim(
-        self, want: int, at_ms: int | None = None, worker_id: str = ""
-    ) -> ClaimResult:
+    async def claim(self, want: int, at_ms: int | None = None, worker_id: str = "") -> ClaimResult:
         """Up to ``want`` calls to dial now, owned by ``worker_id`` (see ``reap``). ``at_ms``:
         decide as if the time were that (epoch ms) instead of the server clock's - for tests of
         calling windows."""
