@@ -257,7 +257,7 @@ def test_plivo_documented_extras_and_new_fields_pass() -> None:
     assert plivo_events.carrier_ids(form) == (CALL, REQ)
     ring = {**PLIVO["ring"], "CallUUID": CALL.upper()}
     assert plivo_events.checked_form("ring", ring.items())["CallUUID"] == CALL.upper()
-    with pytest.raises(CallbackFieldError, match="not a ringing call"):
+    with pytest.raises(CallbackFieldError, match="not the status of a ringing call"):
         plivo_events.checked_form("ring", {**ring, "CallStatus": "completed"}.items())
 
 

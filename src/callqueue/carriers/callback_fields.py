@@ -187,7 +187,7 @@ def check_form(
         if check is None:
             _free_text(rules, name, value)
         elif not check(value):
-            raise CallbackFieldError(name, f"{value[:_SHOWN]!r} is not a valid value")
+            raise CallbackFieldError(name, "not a valid value")
     for name in required:
         if name not in form:
             raise CallbackFieldError(name, "missing")

@@ -37,10 +37,11 @@ _ID_FIELD = {"Plivo": "CallUUID", "Twilio": "CallSid"}
 def refused_callback(
     carrier: str, call_id: str, attempt: int, error: CallbackFieldError
 ) -> ApiError:
-    """The 400 for a signed callback whose fields are not what the carrier sends. Logged as
-    a warning: it is either a re-shaped replay or a carrier change this code must learn."""
+    """The 400 for a signed callback whose fields are not what the carrier sends (no value
+    echoed back). Logged as a warning: it is either a re-shaped replay or a carrier change
+    this code must learn."""
     log.warning("%s callback for %s attempt %d refused: %s", carrier, call_id, attempt, error)
-    return ApiError(400, str(error), ("body", error.field), "invalid_callback")
+    return ApiError(400, error.problem, ("body", error.field), "invalid_callback")
 
 
 def mismatch(carrier: str, call_id: str, attempt: int, result: EventResult) -> ApiError | None:
