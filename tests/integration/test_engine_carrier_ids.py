@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from engine_support import MakeQueue, spec
-from procs import wait_for
 
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import CallStatus, CarrierEvent, ClaimedCall, Outcome, RetryPolicy
+from waiting import until
 
 REQUEST, CALL, OTHER = "req-0001", "call-0001", "call-9999"
 FAST_RETRY = RetryPolicy(base_delay_s=0.05, factor=2, max_delay_s=0.2, jitter=0.1)
@@ -23,7 +23,7 @@ async def claim_one(q: CallQueue) -> ClaimedCall:
         got.extend((await q.claim(1)).calls)
         return bool(got)
 
-    await wait_for(check, 5, "a call to claim")
+    await until(check, 5, "a call to claim")
     return got[0]
 
 
