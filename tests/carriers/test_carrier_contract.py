@@ -107,6 +107,10 @@ class Harness(Protocol):
 
     def late_progress(self, call_id: str) -> bool: ...
 
+    def webhook_answers(self) -> Counter[int | None]:
+        """HTTP status -> callbacks to our webhooks (not the bot's answer URL) answered so."""
+        ...
+
     def forgeries(self, call_id: str, other_call_id: str) -> list[tuple[str, dict[str, str]]]:
         """(URL path + query, headers) of callbacks that must be refused, with their form."""
         ...
@@ -223,6 +227,10 @@ class PlivoHarness:
         uuids = {c.request_uuid for c in self._calls(call_id)}
         return any(cb.copy == 2 and cb.request_uuid in uuids for cb in self.api.callbacks)
 
+    def webhook_answers(self) -> Counter[int | None]:
+        ours = ("ring", "machine_detection", "hangup")
+        return Counter(cb.status for cb in self.api.callbacks if cb.kind in ours)
+
     def late_progress(self, call_id: str) -> bool:
         uuids = {c.request_uuid for c in self._calls(call_id)}
         mine = [cb for cb in self.api.callbacks if cb.request_uuid in uuids]
@@ -338,6 +346,9 @@ class TwilioHarness:
     def duplicated(self, call_id: str) -> bool:
         sids = {c.sid for c in self._calls(call_id)}
         return any(cb.copy == 2 and cb.call_sid in sids for cb in self.api.callbacks)
+
+    def webhook_answers(self) -> Counter[int | None]:
+        return Counter(cb.status for cb in self.api.callbacks if cb.kind in ("status", "amd"))
 
     def late_progress(self, call_id: str) -> bool:
         sids = {c.sid for c in self._calls(call_id)}
@@ -520,6 +531,10 @@ async def test_outcomes_retries_faults_and_limits(
         assert h.refused(429) == 2 and h.refused(400) == 2  # 429: once per number; 400: no retry
         assert h.max_live() <= MAX_LIVE
         assert h.max_rate() <= RATE
+        # Every callback the carrier sent (duplicates, late ones, machine detection) passed
+        # the strict field checks of our webhooks.
+        answers = h.webhook_answers()
+        assert set(answers) == {200} and answers[200] > len(ids), answers
 
 
 @carriers

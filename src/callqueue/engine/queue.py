@@ -79,6 +79,9 @@ class EventCall:
     carrier_call_id: str = ""
     end: EndFacts | None = None
     answered_ms: int | None = None
+    #: A carrier callback's ids for its call: once the attempt's carrier id is known it must be
+    #: one of them, else the event changes nothing (code ``mismatch``). Empty: no check.
+    carrier_ids: tuple[str, ...] = ()
 
 
 #: One call for enqueue.lua: its spec, its key and its arguments.
@@ -358,8 +361,11 @@ class CallQueue:
         carrier_call_id: str = "",
         end: EndFacts | None = None,
         answered_ms: int | None = None,
+        carrier_ids: tuple[str, ...] = (),
     ) -> EventCall:
-        return EventCall(call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms)
+        return EventCall(
+            call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms, carrier_ids
+        )
 
     def _event_batch(
         self, events: Sequence[EventCall]
@@ -377,10 +383,11 @@ class CallQueue:
                 ev.answered_ms if ev.answered_ms is not None else (e.answered_ms if e else None)
             )
             keys.append(k.call(ev.call_id))
+            ids = " ".join(ev.carrier_ids)
             if e is None:
                 args += [
                     ev.call_id, ev.attempt, ev.kind, ev.token, ev.carrier_call_id,
-                    "", "", "", "", "" if answered is None else answered, "", 0,
+                    "", "", "", "", "" if answered is None else answered, "", 0, ids,
                 ]  # fmt: skip
             else:
                 args += [
@@ -396,6 +403,7 @@ class CallQueue:
                     "" if answered is None else answered,
                     "" if e.ended_ms is None else e.ended_ms,
                     random.random(),
+                    ids,
                 ]
         return self._scripts.event, keys, args
 
