@@ -68,6 +68,7 @@ def _merge(prev: EventCall, new: EventCall) -> EventCall | None:
         later.carrier_call_id or earlier.carrier_call_id,
         later.end,
         answered,
+        later.carrier_ids or earlier.carrier_ids,
     )
 
 
@@ -105,6 +106,7 @@ def event_from_json(line: bytes) -> EventCall:
         str(raw.get("carrier_call_id", "")),
         end,
         raw.get("answered_ms"),
+        tuple(str(i) for i in raw.get("carrier_ids", ())),
     )
 
 
