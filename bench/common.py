@@ -262,10 +262,13 @@ class CountingWriter(EventWriter):
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         self._ending = kind == CarrierEvent.ENDED
         try:
-            await super().report(call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end)
+            await super().report(
+                call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end, then=then
+            )
         finally:
             self._ending = False
 

@@ -196,6 +196,7 @@ class _NoEvents:
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         return None
 
