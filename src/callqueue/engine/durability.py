@@ -33,7 +33,7 @@ is safe (it is a replay, confirmed by its own wait).
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,7 +42,15 @@ from typing import Any
 import redis.asyncio.cluster
 from redis.asyncio.cluster import PipelineCommand
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -50,8 +58,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from callqueue.engine.scripts import Script, ScriptArg
 from callqueue.engine.scripts import _is_missing as is_missing_function
 from callqueue.engine.scripts import _translate as translate_error
-
-log = logging.getLogger(__name__)
 
 #: More tries of a durable pair that met a connection error, a redirection or a failover.
 RETRIES = 3
@@ -169,7 +175,10 @@ async def run_durably(
             if failures > RETRIES:
                 raise
             if isinstance(client, redis.asyncio.cluster.RedisCluster):
-                await client.nodes_manager.initialize()
+                # The slot may have moved or its primary died: look again before the next
+                # try (a refresh that reaches no node leaves the next try to fail as it will).
+                with contextlib.suppress(RedisError, RedisClusterException):
+                    await client.nodes_manager.initialize()
             await asyncio.sleep(backoff.compute(failures))
             continue
         if isinstance(reply, ResponseError):
