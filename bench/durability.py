@@ -1,4 +1,5 @@
-"""What ENQUEUE_DURABILITY costs: single and bulk enqueues in each mode, in one run, rounds
+"""What ENQUEUE_DURABILITY costs: single enqueues (one caller, then 50 concurrent callers, whose
+calls share scripts and so share waits) and bulk enqueues in each mode, in one run, rounds
 interleaved (none, aof, replica, none, ...) so that a busy moment of the shared machine does not
 land on one mode only.
 
@@ -12,6 +13,7 @@ land on one mode only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import statistics
 import time
@@ -23,12 +25,13 @@ from callqueue.embedded import EmbeddedServer
 from callqueue.engine.connection import connect
 from callqueue.engine.durability import Durability, DurabilityOptions
 from callqueue.engine.queue import CallQueue
-from callqueue.models import EnqueueState
+from callqueue.models import CallSpec, EnqueueState
 from callqueue.testing.replicas import start_replica
 
 MODES = (Durability.NONE, Durability.AOF, Durability.REPLICA)
 ROUNDS = 3
 BULK_BATCH = 1_000
+CALLERS = 50
 #: Generous: a figure is what a confirmed enqueue costs, never a timeout.
 TIMEOUT_S = 5.0
 
@@ -37,11 +40,15 @@ def single_key(mode: Durability) -> str:
     return f"enqueue_single_per_s_durability_{mode.value}"
 
 
+def concurrent_key(mode: Durability) -> str:
+    return f"enqueue_concurrent_per_s_durability_{mode.value}"
+
+
 def bulk_key(mode: Durability) -> str:
     return f"enqueue_bulk_per_s_durability_{mode.value}"
 
 
-KEYS = tuple(key(mode) for key in (single_key, bulk_key) for mode in MODES)
+KEYS = tuple(key(mode) for key in (single_key, concurrent_key, bulk_key) for mode in MODES)
 
 
 @contextlib.contextmanager
@@ -80,6 +87,21 @@ async def _single_rate(queue: CallQueue, n: int) -> float:
     return n / elapsed
 
 
+async def _concurrent_rate(queue: CallQueue, n: int) -> float:
+    """``CALLERS`` tasks, each enqueueing its share of ``n`` calls one after another (what an
+    API process does with that many clients)."""
+    specs = make_specs(0, n)
+
+    async def caller(share: list[CallSpec]) -> int:
+        return sum([(await queue.enqueue(s)).state == EnqueueState.CREATED for s in share])
+
+    t0 = time.perf_counter()
+    created = await asyncio.gather(*(caller(specs[i::CALLERS]) for i in range(CALLERS)))
+    elapsed = time.perf_counter() - t0
+    _check_created(sum(created), n)
+    return n / elapsed
+
+
 async def _bulk_rate(queue: CallQueue, n: int) -> float:
     specs = make_specs(0, n)
     t0 = time.perf_counter()
@@ -91,14 +113,16 @@ async def _bulk_rate(queue: CallQueue, n: int) -> float:
 
 @benchmark("enqueue_durability", *KEYS)
 async def enqueue_durability(ctx: BenchContext) -> Measured:
-    """Sequential single enqueues and bulk enqueues with ENQUEUE_DURABILITY none/aof/replica."""
-    singles, bulk = ctx.n(2_000, 500), ctx.n(20_000, 5_000)
+    """Single (1 and 50 callers) and bulk enqueues with ENQUEUE_DURABILITY none/aof/replica."""
+    singles, concurrent, bulk = ctx.n(2_000, 500), ctx.n(10_000, 2_000), ctx.n(20_000, 5_000)
     rates: dict[str, list[float]] = {key: [] for key in KEYS}
     with primaries() as servers:
         for r in range(ROUNDS):
             for mode in MODES:
                 async with durable_queue(ctx, servers[mode], mode, f"s{r}") as queue:
                     rates[single_key(mode)].append(await _single_rate(queue, singles))
+                async with durable_queue(ctx, servers[mode], mode, f"c{r}") as queue:
+                    rates[concurrent_key(mode)].append(await _concurrent_rate(queue, concurrent))
                 async with durable_queue(ctx, servers[mode], mode, f"b{r}") as queue:
                     rates[bulk_key(mode)].append(await _bulk_rate(queue, bulk))
     notes = [
@@ -107,7 +131,14 @@ async def enqueue_durability(ctx: BenchContext) -> Measured:
     ]
     return Measured(
         {key: statistics.median(values) for key, values in rates.items()},
-        n={"single_calls": singles, "bulk_calls": bulk, "batch": BULK_BATCH, "rounds": ROUNDS},
+        n={
+            "single_calls": singles,
+            "concurrent_calls": concurrent,
+            "callers": CALLERS,
+            "bulk_calls": bulk,
+            "batch": BULK_BATCH,
+            "rounds": ROUNDS,
+        },
         notes=notes,
     )
 
