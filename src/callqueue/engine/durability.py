@@ -10,10 +10,11 @@ pool, not the shared connection of ``lean.py``: a wait holds its connection on t
 it is answered, and every other command of the process would queue behind it. On a Redis
 Cluster the pair goes to the primary that holds the queue's slot.
 
-Every enqueue script writes, a replay too: a single enqueue takes its arrival number (INCRBY),
-a bulk script refreshes its batch's expiry, so the wait behind a replay covers the first write
-of that call even when another connection made it (a replica that has the later write has
-every earlier one).
+Every enqueue script writes, a replay too: a single enqueue and the first script of a bulk
+enqueue take their arrival numbers (INCRBY), and every script of a batch (bulk requests and
+imports always have one) refreshes the batch's expiry. So the wait behind a replay covers the
+first write of that call even when another connection made it: the server's replication
+offset only grows, and a replica (or a file) that has the later write has every earlier one.
 
 - ``aof`` sends ``WAITAOF 1 0 <timeout>``: the local append-only file has it, fsynced. It needs
   the server to fsync before it answers (``appendfsync always``): with ``everysec`` a correct
@@ -43,18 +44,15 @@ import redis.asyncio.cluster
 from redis.asyncio.cluster import PipelineCommand
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
-    AskError,
     ClusterDownError,
     MovedError,
     RedisClusterException,
     RedisError,
     ResponseError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # The library's own checks of a reply: a server without the library, and its error codes.
+from callqueue.engine.faults import is_transient
 from callqueue.engine.scripts import Script, ScriptArg
 from callqueue.engine.scripts import _is_missing as is_missing_function
 from callqueue.engine.scripts import _translate as translate_error
@@ -64,11 +62,6 @@ RETRIES = 3
 #: The longest wait allowed: well inside the clients' socket timeout (10 s), which would
 #: otherwise cut the connection of a wait still running.
 MAX_TIMEOUT_S = 5.0
-
-_RETRY_ON = (
-    RedisConnectionError, RedisTimeoutError, MovedError, AskError, TryAgainError,
-    ClusterDownError,
-)  # fmt: skip
 
 
 class Durability(StrEnum):
@@ -170,9 +163,11 @@ async def run_durably(
     while True:
         try:
             reply, confirmation = await _pair(client, fcall, wait, keys[0])
-        except _RETRY_ON:
+            if isinstance(reply, Exception) and is_transient(reply):
+                raise reply  # LOADING, READONLY (a demoted primary), ...: as a lost connection
+        except Exception as exc:
             failures += 1
-            if failures > RETRIES:
+            if failures > RETRIES or not is_transient(exc):
                 raise
             if isinstance(client, redis.asyncio.cluster.RedisCluster):
                 # The slot may have moved or its primary died: look again before the next
@@ -202,7 +197,8 @@ async def _pair(
     client: Any, fcall: tuple[Any, ...], wait: tuple[Any, ...], slot_key: str
 ) -> tuple[Any, Any]:
     """The replies of ``fcall`` and ``wait``, sent together on one connection. Errors of the
-    commands come back as values; connection errors and redirections are raised."""
+    commands come back as values; connection errors, redirections and failovers are raised (a
+    command retried alone would have its wait on another connection)."""
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         node = client.get_node_from_key(slot_key)
         if node is None:  # pragma: no cover - only asked for a primary, which always exists
@@ -213,9 +209,8 @@ async def _pair(
         for result in results:
             if isinstance(result, MovedError):
                 await client.nodes_manager.move_slot(result)
-                raise result
-            if isinstance(result, _RETRY_ON):
-                raise result
+            if isinstance(result, Exception) and is_transient(result):
+                raise result  # the pair again, both on the same connection
         return results[0], results[1]
     pipe = client.pipeline(transaction=False)
     pipe.execute_command(*fcall)
