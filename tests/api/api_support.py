@@ -109,4 +109,3 @@ async def claim_paced(q: CallQueue, want: int) -> list[ClaimedCall]:
                 return got
             await asyncio.sleep(result.wait_ms / 1000)
     return got
-

@@ -253,6 +253,25 @@ async def test_aof_mode_is_refused_by_a_server_without_waitaof(
     assert f"({version})" in message
 
 
+@pytest.mark.skipif(not REDIS_7_0.exists(), reason="no system redis-server to try")
+async def test_replica_mode_works_on_a_server_without_waitaof(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """WAIT, not WAITAOF 0 1: replica mode needs nothing Redis 7.0 lacks."""
+    with EmbeddedServer(tmp_path / "primary", binary=REDIS_7_0) as primary:
+        replica = start_replica(primary, tmp_path / "replica", binary=REDIS_7_0)
+        try:
+            settings = make_settings(redis_url=primary.url, enqueue_durability="replica")
+            async with app_client(settings) as (client, runtime):
+                reply = await client.post("/api/calls/queue", json=seed_call())
+                assert reply.status_code == 201, reply.text
+                with sync_client(replica) as r:
+                    assert r.hget(runtime.queue.keys.call("call-456"), "st") == "queued"
+            assert command_calls(primary, "wait") == 1
+        finally:
+            replica.stop()
+
+
 # -- none ---------------------------------------------------------------------------------------
 
 

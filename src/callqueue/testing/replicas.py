@@ -35,11 +35,16 @@ def _info(server: EmbeddedServer, section: str) -> dict[str, Any]:
 
 
 def start_replica(
-    primary: EmbeddedServer, data_dir: Path | None = None, *, appendonly: bool = False
+    primary: EmbeddedServer,
+    data_dir: Path | None = None,
+    *,
+    appendonly: bool = False,
+    binary: Path | None = None,
 ) -> EmbeddedServer:
     """A running replica of ``primary``, returned once the link is up and the primary counts
-    it (``connected_slaves``), so that WAIT can be answered by it."""
-    replica = EmbeddedServer(data_dir, appendonly=appendonly)
+    it (``connected_slaves``), so that WAIT can be answered by it. ``binary``: another
+    server than the bundled Valkey (to match an older primary)."""
+    replica = EmbeddedServer(data_dir, appendonly=appendonly, binary=binary)
     replica.start()
     try:
         with redis.Redis(host=replica.host, port=replica.port, socket_timeout=5) as client:
