@@ -108,7 +108,9 @@ def check_no_double_dial(
     its longest possible life has passed, or the process that placed it was killed: a simulated
     call lives in its process - ``killed_at`` maps such pids to when they were killed)."""
     killed_at = killed_at or {}
-    pid_of = {(r["call"], int(r["attempt"])): int(r["pid"]) for r in ledger if r["ev"] == "dial"}
+    pid_of = {
+        (r["call"], int(r["attempt"])): int(r["pid"]) for r in ledger if r["ev"] == "dial"
+    }
     for call, attempts in attempts_by_call(ledger).items():
         # An attempt missing here was claimed by a worker that died before placing it.
         numbers = sorted(attempts)

@@ -25,6 +25,7 @@ from callqueue.testing import FakePlivo
 SLOW_RETRY = RetryPolicy(base_delay_s=60, max_delay_s=60, jitter=0)
 
 
+
 async def test_a_worker_cut_off_from_redis_ends_its_own_calls(
     own_server: EmbeddedServer, unique_name: str, tmp_path: Path
 ) -> None:

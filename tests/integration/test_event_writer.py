@@ -94,7 +94,9 @@ async def test_a_bad_event_is_kept_and_holds_back_no_other(
     try:
         with caplog.at_level(logging.ERROR, logger="callqueue.engine.event_writer"):
             futures = [writer.submit(ended(q, i)) for i in range(4)]
-            done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+            done = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), 10
+            )
         assert [isinstance(r, Exception) for r in done] == [False, False, True, False]
         for i in (0, 1, 3):
             record = await q.get(f"c{i}")
@@ -102,7 +104,9 @@ async def test_a_bad_event_is_kept_and_holds_back_no_other(
         assert any("c2 attempt 1 not applied" in r.getMessage() for r in caplog.records)
         assert writer.unwritten == 1  # kept, tried again
         tries = len([r for r in caplog.records if "c2 attempt 1" in r.getMessage()])
-        await wait_for(lambda: _logged_more(caplog, tries), 5, "the kept event to be tried again")
+        await wait_for(
+            lambda: _logged_more(caplog, tries), 5, "the kept event to be tried again"
+        )
         await client.delete(q.keys.call("c2"))  # whatever was wrong is mended
         await wait_for(lambda: _none_left(writer), 5, "the kept event to go through")
     finally:
