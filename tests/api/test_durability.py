@@ -49,7 +49,7 @@ def short_wait(primary: EmbeddedServer) -> dict[str, Any]:
     return {
         "redis_url": primary.url,
         "enqueue_durability": "replica",
-        "enqueue_durability_timeout": 0.5,
+        "enqueue_durability_timeout": 1.0,
     }
 
 
@@ -102,7 +102,8 @@ async def test_replica_mode_answers_once_the_replica_has_the_calls(
     make_settings: SettingsFactory, replicated: tuple[EmbeddedServer, ...], hot: bool
 ) -> None:
     primary, replica = replicated
-    settings = {"redis_url": primary.url, "enqueue_durability": "replica"}
+    # A wait that cannot run out on a busy machine: this test is about what a 201 means.
+    settings = {**short_wait(primary), "enqueue_durability_timeout": 5}
     waits = command_calls(primary, "wait")
     async with app_client(make_settings(**settings), hot) as (client, runtime):
         call_id = f"dur-{uuid.uuid4().hex[:8]}"
@@ -140,7 +141,7 @@ async def test_replica_not_confirmed_is_503_and_the_same_request_again_is_safe(
         assert (reply.status_code, reply.headers.get("retry-after")) == (503, "1"), reply.text
         [detail] = reply.json()["detail"]
         assert detail["type"] == "not_durable"
-        assert "not confirmed on a replica within 0.5 s" in detail["msg"]
+        assert "not confirmed on a replica within 1 s" in detail["msg"]
         assert f"custom_call_id {call_id!r}" in detail["msg"]
         assert bulk.status_code == 503, bulk.text
         assert f"batch_id {batch['batch_id']!r}" in bulk.json()["detail"][0]["msg"]
@@ -190,7 +191,11 @@ async def test_aof_mode_answers_once_the_call_is_in_the_append_only_file(
     make_settings: SettingsFactory, fsync_always: EmbeddedServer, hot: bool
 ) -> None:
     waits = command_calls(fsync_always, "waitaof")
-    settings = {"redis_url": fsync_always.url, "enqueue_durability": "aof"}
+    settings = {
+        "redis_url": fsync_always.url,
+        "enqueue_durability": "aof",
+        "enqueue_durability_timeout": 5,
+    }
     async with app_client(make_settings(**settings), hot) as (client, _):
         waits = command_calls(fsync_always, "waitaof")  # after the start-up check's probe
         for _ in range(3):
@@ -222,7 +227,12 @@ async def test_aof_mode_is_refused_when_the_server_fsyncs_every_second(
 async def test_aof_mode_on_the_embedded_server_makes_it_fsync_before_answering(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
-    settings = make_settings(redis_url=None, data_dir=tmp_path / "data", enqueue_durability="aof")
+    settings = make_settings(
+        redis_url=None,
+        data_dir=tmp_path / "data",
+        enqueue_durability="aof",
+        enqueue_durability_timeout=5,
+    )
     runtime = await open_runtime(settings)
     try:
         assert runtime.server is not None
@@ -261,7 +271,9 @@ async def test_replica_mode_works_on_a_server_without_waitaof(
     with EmbeddedServer(tmp_path / "primary", binary=REDIS_7_0) as primary:
         replica = start_replica(primary, tmp_path / "replica", binary=REDIS_7_0)
         try:
-            settings = make_settings(redis_url=primary.url, enqueue_durability="replica")
+            settings = make_settings(
+                redis_url=primary.url, enqueue_durability="replica", enqueue_durability_timeout=5
+            )
             async with app_client(settings) as (client, runtime):
                 reply = await client.post("/api/calls/queue", json=seed_call())
                 assert reply.status_code == 201, reply.text

@@ -21,7 +21,8 @@ def test_api_answers_201_once_the_replica_has_the_call(tmp_path: Path, unique_na
     with EmbeddedServer(tmp_path / "primary") as primary, replica_of(primary) as replica:
         port = free_port()
         env = clean_env(REDIS_URL=primary.url, QUEUE_NAME=unique_name, PORT=str(port),
-                        ENQUEUE_DURABILITY="replica", **FAST_CALLS)  # fmt: skip
+                        ENQUEUE_DURABILITY="replica", ENQUEUE_DURABILITY_TIMEOUT="5",
+                        **FAST_CALLS)  # fmt: skip
         with running(["api"], env, tmp_path, "api") as api:
             base = f"http://127.0.0.1:{port}"
             wait_healthy(base, api)

@@ -43,7 +43,7 @@ async def test_aof_waits_on_the_primary_of_the_queue_slot(
 ) -> None:
     client = connect(redis_cluster.url, cluster=True)
     options = QueueOptions(rate_per_second=0, one_call_per_number=False)
-    aof = CallQueue(client, unique_name, options, DurabilityOptions(Durability.AOF, 2.0))
+    aof = CallQueue(client, unique_name, options, DurabilityOptions(Durability.AOF, 5.0))
     replica = CallQueue(client, unique_name, options, DurabilityOptions(Durability.REPLICA))
     with node_clients(redis_cluster) as nodes:
         try:
