@@ -19,7 +19,7 @@ offset only grows, and a replica (or a file) that has the later write has every 
 - ``aof`` sends ``WAITAOF 1 0 <timeout>``: the local append-only file has it, fsynced. It needs
   the server to fsync before it answers (``appendfsync always``): with ``everysec`` a correct
   server makes every enqueue wait for the next once-a-second fsync, and Valkey up to at least
-  9.1.2 (like Redis 7.2-7.4.2, redis/redis#13793) answers WAITAOF before that fsync has
+  9.1.2 (like Redis 7.4 before redis/redis#13793) answers WAITAOF before that fsync has
   happened, so the answer would prove nothing. :func:`check_server` refuses such a server.
 - ``replica`` sends ``WAIT 1 <timeout>``: a replica has applied it, so a failover to that
   replica keeps it. WAIT rather than ``WAITAOF 0 1``: it is what a failover needs (the replica
@@ -290,7 +290,7 @@ async def _check_aof(run: Any, may_configure: bool) -> list[str]:
     raise DurabilityUnavailable(
         f"needs appendfsync always on the server (it has {fsync}): with {fsync} an enqueue "
         "would wait for the next once-a-second fsync, and some servers (Valkey to at least "
-        "9.1.2, Redis 7.2 to 7.4.2) answer WAITAOF before that fsync (redis/redis#13793)"
+        "9.1.2, Redis 7.4 before redis/redis#13793) answer WAITAOF before that fsync"
     )
 
 
