@@ -7,11 +7,12 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec
+from callqueue.engine.durability import DurabilityOptions, NotDurable, check_server, run_durably
 from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
 from callqueue.engine.options import QueueOptions
@@ -105,10 +106,18 @@ def _s(value: Any) -> str:
 class CallQueue:
     """One named queue on one Redis (or Redis Cluster: every key shares one hash tag)."""
 
-    def __init__(self, client: Any, name: str = "default", options: QueueOptions | None = None):
+    def __init__(
+        self,
+        client: Any,
+        name: str = "default",
+        options: QueueOptions | None = None,
+        durability: DurabilityOptions | None = None,
+    ):
         self.client = client
         self.keys = QueueKeys(name)
         self.options = options or QueueOptions()
+        # What an enqueue waits for before it answers (ENQUEUE_DURABILITY; see durability.py).
+        self.durability = durability or DurabilityOptions()
         self._scripts = scripts()
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
@@ -122,6 +131,14 @@ class CallQueue:
     async def prepare(self) -> None:
         """Loads the scripts (optional: they load themselves on first use)."""
         await self._scripts.load_all(self.client)
+
+    async def check_durability(self, may_configure: bool = False) -> list[str]:
+        """Raises DurabilityUnavailable when the server cannot do this queue's durability
+        mode; returns remarks worth logging. ``may_configure``: the server is the embedded
+        one, which ``aof`` may switch to fsync before it answers."""
+        return await check_server(
+            self.client, self.durability, self.keys.prefix, may_configure=may_configure
+        )
 
     # -- settle policy, passed to every script that may end an attempt ----------------------
     def _policy_args(self, rand: float | None = None) -> list[ScriptArg]:
@@ -244,13 +261,23 @@ class CallQueue:
             if not isinstance(value, str | bytes | int | float):
                 raise TypeError(f"call {spec.call_id!r}: {value!r} cannot be sent to Redis")
         await self._know_zones([spec])
-        return await self._singles.submit(row, spec.batch_id)
+        try:
+            return await self._singles.submit(row, spec.batch_id)
+        except NotDurable as exc:  # one failure for the whole group: each caller names its own
+            raise exc.naming([spec.call_id]) from None
 
     async def _enqueue_batch(self, rows: Sequence[_Row]) -> list[EnqueueResult]:
         """One enqueue script for ``rows``, which share a batch id (or have none)."""
         keys, args = self._enqueue_call(rows, rows[0][0].batch_id)
-        reply = await self._scripts.enqueue(self.client, keys, args)
+        reply = await self._run_enqueue(keys, args)
         return self._enqueue_results([spec for spec, _, _ in rows], reply)
+
+    def _run_enqueue(self, keys: list[str], args: list[ScriptArg]) -> Awaitable[Any]:
+        """enqueue.lua, followed by its durability wait when the mode has one. (Returns the
+        awaitable itself: no extra coroutine on the hot path.)"""
+        if self.durability.waits:
+            return run_durably(self.client, self._scripts.enqueue, keys, args, self.durability)
+        return self._scripts.enqueue(self.client, keys, args)
 
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
@@ -260,17 +287,25 @@ class CallQueue:
         Each batch is atomic; the same call id twice (within or across requests) is one call.
         The first script takes the arrival numbers of all the calls, so they keep their input
         order (FIFO within a priority); the others then go out a few at a time, so packing the
-        next overlaps the server running the previous ones.
+        next overlaps the server running the previous ones. With a durability mode, each
+        script is followed by its own wait (one per ``batch_size`` calls).
         """
+        try:
+            return await self._enqueue_chunks(specs, batch_id, batch_size)
+        except NotDurable as exc:
+            raise exc.naming(batch_id=batch_id) from None
+
+    async def _enqueue_chunks(
+        self, specs: Sequence[CallSpec], batch_id: str | None, batch_size: int
+    ) -> list[EnqueueResult]:
         chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
         if not chunks:
             return []
         await self._know_zones(specs)
-        script = self._scripts.enqueue
         keys, args = self._enqueue_call(
             [self._enqueue_row(s) for s in chunks[0]], batch_id, take=len(specs)
         )
-        reply = await script(self.client, keys, args)
+        reply = await self._run_enqueue(keys, args)
         first_seq = int(reply[2])
         results = self._enqueue_results(chunks[0], reply)
         gate = asyncio.Semaphore(SCRIPTS_IN_FLIGHT)
@@ -281,7 +316,7 @@ class CallQueue:
             async with gate:
                 rows = [self._enqueue_row(s) for s in chunk]
                 keys, args = self._enqueue_call(rows, batch_id, seq=first_seq + index)
-                reply = await script(self.client, keys, args)
+                reply = await self._run_enqueue(keys, args)
             return self._enqueue_results(chunk, reply)
 
         rest = [send(i * batch_size, c) for i, c in enumerate(chunks) if i > 0]

@@ -15,10 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callqueue.api.campaign_schemas import CampaignSettings, NewCampaign, settings_view
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, error_doc
+from callqueue.api.errors import (
+    NO_WEBHOOK_SECRET,
+    ApiError,
+    ErrorDetail,
+    error_doc,
+    not_durable_msg,
+)
 from callqueue.api.limits import IMPORT_MAX_BODY, capped_receive
 from callqueue.api.views import at
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignStateConflict
+from callqueue.engine.durability import NotDurable
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import CampaignState, campaign_page, campaign_states
 from callqueue.models import Priority
@@ -446,6 +453,9 @@ async def import_calls(
         elif exc.option is not None and exc.option != "batch_size":
             where = ("query", exc.option)
         raise ApiError(422, str(exc), where, "invalid_csv") from None
+    except NotDurable as exc:  # row ids come from the file: posting it again replays them
+        msg = not_durable_msg(exc, "post the same file again")
+        raise ApiError(503, msg, (), "not_durable", {"Retry-After": "1"}) from None
     finally:
         if form is not None:
             await form.close()
