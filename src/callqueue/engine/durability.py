@@ -52,6 +52,7 @@ from redis.exceptions import (
 )
 
 # The library's own checks of a reply: a server without the library, and its error codes.
+from callqueue.engine.codec import text
 from callqueue.engine.faults import is_transient
 from callqueue.engine.scripts import Script, ScriptArg
 from callqueue.engine.scripts import _is_missing as is_missing_function
@@ -301,4 +302,4 @@ def _config_value(reply: Any, name: str) -> str:
     else:
         pairs = list(reply or [])
         value = pairs[1] if len(pairs) >= 2 else ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return text(value)

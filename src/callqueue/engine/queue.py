@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from callqueue.engine.codec import decode_record, decode_spec, encode_spec
+from callqueue.engine.codec import decode_record, decode_spec, encode_spec, text
+from callqueue.engine.connection import AsyncClient
 from callqueue.engine.durability import DurabilityOptions, NotDurable, check_server, run_durably
 from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
@@ -93,14 +94,10 @@ def problems_in(control: dict[Any, Any]) -> dict[str, str]:
     """The problems reported to the control hash (report_problem), by part."""
     out = {}
     for key, value in control.items():
-        name, text = _s(key), _s(value)
-        if name.endswith("_error") and text:
-            out[name.removesuffix("_error")] = text
+        name, reason = text(key), text(value)
+        if name.endswith("_error") and reason:
+            out[name.removesuffix("_error")] = reason
     return out
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class CallQueue:
@@ -108,7 +105,7 @@ class CallQueue:
 
     def __init__(
         self,
-        client: Any,
+        client: AsyncClient,
         name: str = "default",
         options: QueueOptions | None = None,
         durability: DurabilityOptions | None = None,
@@ -210,7 +207,7 @@ class CallQueue:
     def _enqueue_results(specs: Sequence[CallSpec], reply: list[Any]) -> list[EnqueueResult]:
         """Decodes enqueue.lua's compact reply: one letter per call, then the statuses of
         the calls that already existed."""
-        codes = _s(reply[1])
+        codes = text(reply[1])
         existing = iter(reply[3:])
         out = []
         for spec, code in zip(specs, codes, strict=True):
@@ -224,7 +221,7 @@ class CallQueue:
                 out.append(EnqueueResult(spec.call_id, EnqueueState.CAMPAIGN_CANCELLED, None))
             else:
                 state = EnqueueState.EXISTS if code == "e" else EnqueueState.CONFLICT
-                out.append(EnqueueResult(spec.call_id, state, CallStatus(_s(next(existing)))))
+                out.append(EnqueueResult(spec.call_id, state, CallStatus(text(next(existing)))))
         return out
 
     async def register_zones(self, zones: Iterable[str], now_ms: int | None = None) -> None:
@@ -241,7 +238,7 @@ class CallQueue:
     async def refresh_zones(self, now_ms: int | None = None) -> int:
         """Renews every recorded zone's offsets (workers do this periodically: an entry knows
         the zone's next change only); returns how many zones there are."""
-        zones = [_s(z) for z in await self.client.hkeys(self.keys.zone_offsets)]
+        zones = [text(z) for z in await self.client.hkeys(self.keys.zone_offsets)]
         await self.register_zones(zones, now_ms)
         return len(zones)
 
@@ -373,13 +370,13 @@ class CallQueue:
         now = int(reply[0])
         calls = []
         for i in range(4, len(reply), 4):
-            call_id = _s(reply[i])
+            call_id = text(reply[i])
             spec = decode_spec(call_id, reply[i + 3], Priority.NORMAL)
-            calls.append(ClaimedCall(call_id, int(reply[i + 1]), _s(reply[i + 2]), spec, now))
+            calls.append(ClaimedCall(call_id, int(reply[i + 1]), text(reply[i + 2]), spec, now))
         wait, due = int(reply[2]), int(reply[3])
         return ClaimResult(
             calls=calls,
-            blocked=ClaimBlock(_s(reply[1])),
+            blocked=ClaimBlock(text(reply[1])),
             wait_ms=wait if wait >= 0 else None,
             next_due_ms=due if due >= 0 else None,
             server_now_ms=now,
@@ -446,7 +443,7 @@ class CallQueue:
     def _event_results(reply: list[Any]) -> list[EventResult]:
         out = []
         for i in range(0, len(reply), 3):
-            code, status = _s(reply[i]), _s(reply[i + 1])
+            code, status = text(reply[i]), text(reply[i + 1])
             if code == "error":  # a refused move: a bug, reported for this event alone
                 out.append(EventResult(applied=False, code="error", error=f"event: {status}"))
                 continue
@@ -455,7 +452,7 @@ class CallQueue:
                     applied=code == "ok",
                     code=code,
                     status=CallStatus(status) if status else None,
-                    cancel_requested=_s(reply[i + 2]) == "1",
+                    cancel_requested=text(reply[i + 2]) == "1",
                 )
             )
         return out
@@ -545,9 +542,9 @@ class CallQueue:
             ],
         )
         return EventResult(
-            applied=_s(reply[0]) == "ok",
-            code=_s(reply[0]),
-            status=CallStatus(_s(reply[1])) if _s(reply[1]) else None,
+            applied=text(reply[0]) == "ok",
+            code=text(reply[0]),
+            status=CallStatus(text(reply[1])) if text(reply[1]) else None,
         )
 
     # -- cancel, reap, control ----------------------------------------------------------------
@@ -567,9 +564,9 @@ class CallQueue:
             ],
             [call_id, reason, k.wake_channel, *self._policy_args()],
         )
-        status = _s(reply[1])
+        status = text(reply[1])
         return CancelResult(
-            _s(reply[0]), CallStatus(status) if status else None, int(reply[2]), _s(reply[3])
+            text(reply[0]), CallStatus(status) if status else None, int(reply[2]), text(reply[3])
         )
 
     async def reap(
@@ -647,7 +644,7 @@ class CallQueue:
     async def dnc_page(self, cursor: int = 0, count: int = 500) -> tuple[int, list[str]]:
         """One page of the do-not-call list (SSCAN): (next cursor, 0 at the end; numbers)."""
         nxt, members = await self.client.sscan(self.keys.dnc, cursor, count=count)
-        return int(nxt), sorted(_s(m) for m in members)
+        return int(nxt), sorted(text(m) for m in members)
 
     async def set_paused(self, paused: bool) -> None:
         k = self.keys
@@ -668,20 +665,23 @@ class CallQueue:
 
     # -- reads (no state change) ----------------------------------------------------------------
     async def get(self, call_id: str) -> CallRecord | None:
-        fields = await self.client.hgetall(self.keys.call(call_id))
+        # redis-py types replies loosely (bytes | str); this client answers bytes.
+        fields: dict[bytes, bytes] = await self.client.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
         return decode_record(call_id, fields) if fields else None
 
     async def is_paused(self) -> bool:
-        return _s(await self.client.hget(self.keys.control, "paused") or "") == "1"
+        return text(await self.client.hget(self.keys.control, "paused") or "") == "1"
 
     async def live_ids(self) -> list[tuple[str, float]]:
         """Calls holding a live-call slot, with the end of their longest life (ms)."""
-        rows = await self.client.zrange(self.keys.live, 0, -1, withscores=True)
-        return [(_s(member), score) for member, score in rows]
+        rows: list[tuple[bytes, float]] = await self.client.zrange(  # type: ignore[assignment]
+            self.keys.live, 0, -1, withscores=True
+        )
+        return [(text(member), score) for member, score in rows]
 
     async def dead_letter(self, limit: int = 100) -> list[str]:
         """Failed calls, most recent first (kept for RETENTION_SECONDS)."""
-        return [_s(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]
+        return [text(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]
 
     async def records(self, call_ids: Sequence[str]) -> list[CallRecord]:
         """Several calls in one round trip; ids that expired meanwhile are left out."""

@@ -144,7 +144,7 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
     """Creates a campaign with its settings. Calls naming a campaign_id not created here
     create theirs with default settings (the seed's usage)."""
     _check_webhook(request, body)
-    if await queue.client.exists(queue.keys.campaign(body.campaign_id)):
+    if await CampaignEngine(queue).exists(body.campaign_id):
         raise ApiError(409, f"campaign {body.campaign_id!r} exists; change it with PATCH",
                        ("body", "campaign_id"), "conflict")  # fmt: skip
     sent = body.model_fields_set - {"campaign_id"}
@@ -186,7 +186,7 @@ async def patch_campaign(
     their own `scheduled_at` keep it. A very large campaign's last ones may follow a moment
     after the answer (the workers finish them)."""
     _check_webhook(request, body)
-    if not await queue.client.exists(queue.keys.campaign(campaign_id)):
+    if not await CampaignEngine(queue).exists(campaign_id):
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found")  # fmt: skip
     stored = body.stored(body.model_fields_set, queue.options.retry)
