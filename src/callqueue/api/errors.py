@@ -63,6 +63,31 @@ NOT_DURABLE_DOC = error_doc(
 )
 
 
+#: Answers of every route that reads a request body, whatever the body's kind: the size cap
+#: (api/limits.py) comes before any route, and a body that cannot be decoded at all (invalid
+#: UTF-8, JSON nested too deeply, a broken form) is refused before validation.
+BODY_ERRORS: dict[int, str] = {
+    400: "The body cannot be read: invalid UTF-8, JSON nested too deeply, or a broken form.",
+    413: "The body is over this route's size cap.",
+}
+
+
+def add_body_errors_to_openapi(schema: dict[str, Any]) -> None:
+    """Declares BODY_ERRORS on every operation with a request body (a route's own description
+    of one, if it has one, is kept)."""
+    ref = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, description in BODY_ERRORS.items():
+                responses.setdefault(
+                    str(code),
+                    {"description": description, "content": {"application/json": {"schema": ref}}},
+                )
+
+
 class ApiError(Exception):
     """An error answer with a field path; raise it from a route."""
 
