@@ -63,7 +63,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from callqueue.engine.campaigns import CampaignEngine, CampaignRetry
+from callqueue.engine.campaigns import CampaignEngine, CampaignRetry, CampaignStateConflict
 from callqueue.engine.connection import connect
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue, EndFacts
@@ -642,11 +642,13 @@ class EngineModel(RuleBasedStateMachine):
         and the reaper runs."""
         m = self.model
         m.offset += hours * HOUR
-        lost = [c for c in m.live() if c.claimed_offset + LIFE_MS <= 0 and c.phase < 3]
+        over = [c for c in m.live() if c.claimed_offset + LIFE_MS <= 0 and c.phase < 3]
         result = self.run(self.queue.reap())
-        assert result.lost_attempts == len(lost), (result, lost)
-        for call in sorted(lost, key=lambda c: c.call_id):
-            m.settle(call, "lost", m.r0)
+        assert result.lost_attempts == len(over), (result, over)
+        for call in sorted(over, key=lambda c: c.call_id):
+            # Longest life passed with no word of the end: lost when nothing at all was heard,
+            # else what was heard says (a person answered: completed; never: failed).
+            m.settle(call, ("lost", "failed", "completed")[call.phase], m.r0)
 
     def cancel(self, call: MCall) -> None:
         m = self.model
@@ -694,6 +696,10 @@ class EngineModel(RuleBasedStateMachine):
                     m.finish(call, S.CANCELLED)
             return
         change = self.engine.pause(campaign) if op == "pause" else self.engine.resume(campaign)
+        if cp.status == "cancelled":
+            with pytest.raises(CampaignStateConflict):
+                self.run(change)
+            return
         status = self.run(change)
         if op == "pause" and cp.status in ("active", "completed"):
             cp.status = "paused"
@@ -706,22 +712,29 @@ class EngineModel(RuleBasedStateMachine):
 
     def set_window(self, choice: int) -> None:
         window = self.windows[choice] if choice >= 0 else None
-        self.run(self.engine.configure("ca", {"win": window.encode() if window else ""}))
+        fields = {"win": window.encode() if window else ""}
+        # The recheck of the calls the old window parked runs on the model's clock.
+        self.run(self.engine.configure("ca", fields, recheck_budget_s=0))
+        self.run(self.engine.recheck_parked("ca", at_ms=self.model.now))
         self.model.campaigns["ca"].window = window
         self._adopt_parked()
 
     def _adopt_parked(self) -> None:
-        """Calls parked for "ca"'s window stay parked or are re-evaluated at once (issue 11
-        asks for the latter): either way they wait (scheduled) or are due (queued)."""
-        parked = [c for c in self.model.calls.values() if c.parked and c.status == S.SCHEDULED]
+        """Calls parked for "ca"'s window are looked at again: due now if the window is open
+        (queued), else due later. (Which ones the engine looks at depends on the server clock
+        too, which the model does not move: a call it leaves keeps its due time.)"""
+        m = self.model
+        window = m.campaigns["ca"].window
+        parked = [c for c in m.calls.values() if c.parked and c.status == S.SCHEDULED]
         states = self.run(self._states([c.call_id for c in parked]))
         for call in parked:
             status, due = states[call.call_id]
             assert status in (S.SCHEDULED, S.QUEUED), (call, status)
             if status == S.QUEUED:
+                assert next_open(window, m.now) == m.now, (call, "queued in a closed window")
                 call.status, call.due, call.parked = S.QUEUED, None, False
             else:
-                assert due is not None
+                assert due is not None and (due == call.due or due > m.now), (call, due)
                 call.due, call.approx = due, False
 
     # -- invariants ---------------------------------------------------------------------------
