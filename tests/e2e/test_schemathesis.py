@@ -59,6 +59,8 @@ CONFIG: dict[str, Any] = {
     "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
     "auth": {"openapi": {"APIKeyHeader": {"api_key": API_KEY}, "HTTPBearer": {"bearer": API_KEY}}},
     "request-timeout": 30,
+    # No state kept between runs (it would make a run depend on the ones before it).
+    "cache": {"enabled": False},
 }
 
 #: What the service is given besides where it runs: callbacks and status webhooks are
