@@ -11,7 +11,6 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from callqueue.carriers.simulator import DEFAULT_MIX, SimProfile
 from callqueue.engine.durability import MAX_TIMEOUT_S, Durability, DurabilityOptions
 from callqueue.engine.options import QueueOptions
 from callqueue.models import Outcome, RetryPolicy
@@ -188,17 +187,20 @@ class Settings(BaseSettings):
     def durability(self) -> DurabilityOptions:
         return DurabilityOptions(self.enqueue_durability, self.enqueue_durability_timeout)
 
-    def sim_profile(self) -> SimProfile:
-        mix = _parse_mix(self.sim_outcomes) or dict(DEFAULT_MIX)
-        return SimProfile(
-            mix=mix,
-            ring_s=_range(self.sim_ring_seconds, "SIM_RING_SECONDS"),
-            talk_s=_range(self.sim_talk_seconds, "SIM_TALK_SECONDS"),
-            dial_latency_s=self.sim_dial_latency,
-            refuse_rate=self.sim_refuse_rate,
-            reject_rate=self.sim_reject_rate,
-            seed=self.sim_seed,
-        )
+    # The simulator's settings as plain values: runtime.sim_profile builds its profile from them
+    # (config sits below the carriers and knows none of their classes).
+    @property
+    def sim_mix(self) -> dict[Outcome, float]:
+        """SIM_OUTCOMES as weights; empty when unset (the simulator's own mix)."""
+        return _parse_mix(self.sim_outcomes)
+
+    @property
+    def sim_ring_range(self) -> tuple[float, float]:
+        return _range(self.sim_ring_seconds, "SIM_RING_SECONDS")
+
+    @property
+    def sim_talk_range(self) -> tuple[float, float]:
+        return _range(self.sim_talk_seconds, "SIM_TALK_SECONDS")
 
 
 def _parse_mix(value: str) -> dict[Outcome, float]:

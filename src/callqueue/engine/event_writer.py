@@ -36,8 +36,8 @@ from typing import Any
 import orjson
 
 from callqueue.engine.faults import Backoff, is_transient
-from callqueue.engine.queue import CallQueue, EndFacts, EventCall
-from callqueue.models import CarrierEvent, EventResult, Outcome
+from callqueue.engine.queue import CallQueue, EventCall
+from callqueue.models import CarrierEvent, EndFacts, EventResult, Outcome
 
 log = logging.getLogger(__name__)
 

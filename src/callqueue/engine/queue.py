@@ -29,27 +29,16 @@ from callqueue.models import (
     EnqueueResult,
     EnqueueState,
     EventResult,
-    Outcome,
     Priority,
+)
+from callqueue.models import (
+    EndFacts as EndFacts,  # re-exported: it lived here before models
 )
 from callqueue.windows import zone_offset_entry
 
 BULK_BATCH = 1000
 SCRIPTS_IN_FLIGHT = 3  # bulk enqueue scripts sent and not yet answered
 EVENTS_PER_SCRIPT = 100
-
-
-@dataclass(frozen=True, slots=True)
-class EndFacts:
-    """What the carrier says about an attempt that ended."""
-
-    outcome: Outcome
-    carrier_call_id: str = ""
-    hangup_cause: str = ""
-    duration_s: float | None = None
-    bill_duration_s: float | None = None
-    answered_ms: int | None = None
-    ended_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
