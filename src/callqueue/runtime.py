@@ -23,7 +23,7 @@ from callqueue.engine.durability import DurabilityUnavailable
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
 from callqueue.heap import settle_heap
-from callqueue.webhooks import WebhookDeliverer
+from callqueue.status_webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from callqueue.api.limits import (
 )
 from callqueue.api.read_timeout import DEFAULT_TIMEOUT_S, KIND, ReadTimedOut, timed_receive
 from callqueue.api.routes.calls import queue_one
-from callqueue.api.schemas import QueueCallRequest
 from callqueue.engine.durability import NotDurable
 from callqueue.engine.faults import is_transient
+from callqueue.schemas.calls import QueueCallRequest
 
 log = logging.getLogger("callqueue.api.errors")
 

@@ -1,8 +1,8 @@
 """The status-webhook outbox in Redis: what the scripts append (``hooks`` stream), what
 delivery reads and claims, and the bookkeeping of retries and failures (hooks.lua).
 
-Delivery itself (HTTP, signing, payloads) is a service: ``callqueue.webhooks``. This module is
-its only way to Redis, and the API's for listing and retrying failed deliveries.
+Delivery itself (HTTP, signing, payloads) is a service: ``callqueue.status_webhooks``. This
+module is its only way to Redis, and the API's for listing and retrying failed deliveries.
 """
 
 from __future__ import annotations
