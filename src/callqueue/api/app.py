@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    app.hot_path = not otel  # the framework's spans cover every request only without it
+    app.hot_path = settings.serves_hot_path
     app.read_timeout_s = settings.request_read_timeout
     redact_access_log()
     install_error_handlers(app)
