@@ -13,6 +13,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from callqueue.engine.codec import text
+from callqueue.engine.contracts import HOOKS
 from callqueue.engine.queue import CallQueue
 
 GROUP = "hooks"  # the consumer group every worker's deliverer reads in
@@ -41,8 +42,7 @@ def _entries(raw: Any) -> list[Entry]:
 class HookOutbox:
     def __init__(self, queue: CallQueue) -> None:
         self.queue = queue
-        k = queue.keys
-        self._keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
+        self._keys = HOOKS.keys_of(queue.keys)
 
     async def op(self, *args: object) -> Any:
         """One hooks.lua step (done | retry | fail | due | again: see its header)."""
