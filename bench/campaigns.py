@@ -60,6 +60,8 @@ async def campaign_switch(ctx: BenchContext) -> Measured:
             "campaign_switch_p99_ms": percentile(latencies, 99),
         },
         n={"big_campaign": big, "samples": samples, "rate_per_s": RATE},
-        notes=[f"campaign switch: min {min(latencies):.1f} ms, max {max(latencies):.1f} ms "
-               f"(big campaign dialing at {RATE}/s; {big_dials} of its dials meanwhile)"],
-    )  # fmt: skip
+        notes=[
+            f"campaign switch: min {min(latencies):.1f} ms, max {max(latencies):.1f} ms "
+            f"(big campaign dialing at {RATE}/s; {big_dials} of its dials meanwhile)"
+        ],
+    )

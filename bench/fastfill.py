@@ -82,8 +82,9 @@ class _Template:
         try:
             await twin.enqueue_many(make_specs(0, size), batch_size=size)
         except Exception as exc:
-            raise RuntimeError(f"cannot capture enqueue_many's command ({exc!r}); "
-                               "bench/fastfill.py needs updating") from exc  # fmt: skip
+            raise RuntimeError(
+                f"cannot capture enqueue_many's command ({exc!r}); bench/fastfill.py needs updating"
+            ) from exc
         if len(capture.commands) != 1:
             raise RuntimeError(
                 f"enqueue_many sent {len(capture.commands)} commands for one batch; "

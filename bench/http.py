@@ -194,8 +194,12 @@ def _spawn(
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "callqueue.cli", command],
-            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=home,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def _stop(popen: subprocess.Popen[bytes]) -> int:
@@ -337,12 +341,21 @@ async def http_bulk_enqueue(ctx: BenchContext) -> Measured:
                 rates.append(queued / elapsed)
     return Measured(
         {"http_bulk_enqueue_per_s": statistics.median(rates)},
-        n={"calls_per_round": batches * BULK_ROWS, "batch": BULK_ROWS, "clients": BULK_CLIENTS,
-           "rounds": ROUNDS, "server": "callqueue api (1 process)"},
-        notes=["http bulk-queue rounds: " + ", ".join(f"{r:,.0f}/s" for r in rates)
-               + f" ({BULK_CLIENTS} keep-alive clients, {BULK_ROWS}-row batches)",
-               "http bulk-queue CPU by process: " + "; ".join(cpu), *notes],
-    )  # fmt: skip
+        n={
+            "calls_per_round": batches * BULK_ROWS,
+            "batch": BULK_ROWS,
+            "clients": BULK_CLIENTS,
+            "rounds": ROUNDS,
+            "server": "callqueue api (1 process)",
+        },
+        notes=[
+            "http bulk-queue rounds: "
+            + ", ".join(f"{r:,.0f}/s" for r in rates)
+            + f" ({BULK_CLIENTS} keep-alive clients, {BULK_ROWS}-row batches)",
+            "http bulk-queue CPU by process: " + "; ".join(cpu),
+            *notes,
+        ],
+    )
 
 
 # -- POST /api/calls/queue latency ----------------------------------------------------------------
@@ -437,12 +450,20 @@ async def http_queue_latency(ctx: BenchContext) -> Measured:
             "http_queue_p99_ms": statistics.median(p99s),
             "http_queue_per_s": statistics.median(rates),
         },
-        n={"requests_per_round": per_round, "clients": LATENCY_CLIENTS, "rounds": ROUNDS,
-           "warmup": 300, "server": "callqueue api (1 process)"},
-        notes=["http queue rounds (p50 / p99 / max ms, requests/s): " + "; ".join(
-                   f"{a:.1f} / {b:.1f} / {c:.1f}, {d:,.0f}/s"
-                   for a, b, c, d in zip(p50s, p99s, maxima, rates, strict=True)),
-               "http queue CPU by process (bench = the 50 raw keep-alive clients): "
-               + "; ".join(cpu),
-               *notes],
-    )  # fmt: skip
+        n={
+            "requests_per_round": per_round,
+            "clients": LATENCY_CLIENTS,
+            "rounds": ROUNDS,
+            "warmup": 300,
+            "server": "callqueue api (1 process)",
+        },
+        notes=[
+            "http queue rounds (p50 / p99 / max ms, requests/s): "
+            + "; ".join(
+                f"{a:.1f} / {b:.1f} / {c:.1f}, {d:,.0f}/s"
+                for a, b, c, d in zip(p50s, p99s, maxima, rates, strict=True)
+            ),
+            "http queue CPU by process (bench = the 50 raw keep-alive clients): " + "; ".join(cpu),
+            *notes,
+        ],
+    )

@@ -198,12 +198,18 @@ async def plivo_dispatch(ctx: BenchContext) -> Measured:
             "plivo_dials_per_s": statistics.median(dial_rates),
             "plivo_up_cpu_ms_per_call": statistics.median(up_ms),
         },
-        n={"calls_per_round": n, "rounds": ROUNDS, "queue_workers": DIALS_IN_FLIGHT,
-           "scenario": "answered, ring 0 s, talk 0 s", "server": "callqueue up (1 process)"},
-        notes=["plivo rounds (calls finished in Redis / dials in the fake's ledger): "
-               + ", ".join(f"{a:,.0f}/s / {b:,.0f}/s"
-                           for a, b in zip(rates, dial_rates, strict=True))
-               + f"; the fake's most live calls {max_live}",
-               "plivo CPU by process (bench = the fake + the agent server): " + "; ".join(cpu),
-               *notes],
-    )  # fmt: skip
+        n={
+            "calls_per_round": n,
+            "rounds": ROUNDS,
+            "queue_workers": DIALS_IN_FLIGHT,
+            "scenario": "answered, ring 0 s, talk 0 s",
+            "server": "callqueue up (1 process)",
+        },
+        notes=[
+            "plivo rounds (calls finished in Redis / dials in the fake's ledger): "
+            + ", ".join(f"{a:,.0f}/s / {b:,.0f}/s" for a, b in zip(rates, dial_rates, strict=True))
+            + f"; the fake's most live calls {max_live}",
+            "plivo CPU by process (bench = the fake + the agent server): " + "; ".join(cpu),
+            *notes,
+        ],
+    )

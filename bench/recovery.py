@@ -54,8 +54,11 @@ def _start(home: Path, name: str, command: str, env: Mapping[str, str]) -> subpr
     with (cwd / "out.log").open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "callqueue.cli", command],
-            cwd=cwd, env=_worker_env(env), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=cwd,
+            env=_worker_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _live_of(ledger: list[dict[str, object]], pids: set[int]) -> list[tuple[float, int]]:
@@ -117,22 +120,25 @@ async def _scenario(ctx: BenchContext, command: str) -> tuple[float, str]:
                 all_pids = {p.pid for p in procs}
                 await _until(
                     lambda: ledger.exists() and _recovered_at(ledger, all_pids, 0) is not None,
-                    30, "dialing at the cap",
-                )  # fmt: skip
+                    30,
+                    "dialing at the cap",
+                )
                 await asyncio.sleep(WARM_S)
                 victim = procs[0]
                 os.kill(victim.pid, signal.SIGKILL)
                 killed = time.time()
                 victim.wait()
                 if command == "up":  # a supervisor starts it again at once
-                    procs.append(_start(home, "p-again", command,
-                                        {**env, "PORT": str(_free_port())}))  # fmt: skip
+                    procs.append(
+                        _start(home, "p-again", command, {**env, "PORT": str(_free_port())})
+                    )
                 alive = {p.pid for p in procs if p.poll() is None}
                 limit_s = WORKER_TTL_S + 30
                 await _until(
                     lambda: _recovered_at(ledger, alive, killed) is not None,
-                    limit_s, "dialing to recover after the kill",
-                )  # fmt: skip
+                    limit_s,
+                    "dialing to recover after the kill",
+                )
                 recovered = _recovered_at(ledger, alive, killed)
                 assert recovered is not None
                 left = await queue.client.zcard(queue.keys.live)
@@ -144,8 +150,9 @@ async def _scenario(ctx: BenchContext, command: str) -> tuple[float, str]:
     )
 
 
-@benchmark("recovery", "recovery_after_kill_s", "recovery_after_kill_worker_s",
-           "recovery_after_kill_up_s")  # fmt: skip
+@benchmark(
+    "recovery", "recovery_after_kill_s", "recovery_after_kill_worker_s", "recovery_after_kill_up_s"
+)
 async def recovery(ctx: BenchContext) -> Measured:
     """kill -9 of a worker among two, and of callqueue up; seconds until dialing is back at
     the full rate (the live-call cap filled by live processes)."""

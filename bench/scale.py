@@ -50,10 +50,17 @@ async def dispatch_scale(ctx: BenchContext) -> Measured:
             "dispatch_per_s_at_1k": small_rate,
             "dispatch_per_s_at_1m": big_rate,
         },
-        n={"big_backlog": big, "big_dispatched": small * rounds, "small_backlog": small,
-           "rounds": rounds, "concurrency": DISPATCH_CONCURRENCY},
-        notes=[f"after the 1M fill, the append-only file was rewritten ({rewrite_wait:.1f} s), so "
-               "that no rewrite falls inside the rounds",
-               "dispatch from 1k rounds: " + ", ".join(f"{r:,.0f}/s" for r in small_rates),
-               "dispatch from 1M rounds: " + ", ".join(f"{r:,.0f}/s" for r in big_rates)],
-    )  # fmt: skip
+        n={
+            "big_backlog": big,
+            "big_dispatched": small * rounds,
+            "small_backlog": small,
+            "rounds": rounds,
+            "concurrency": DISPATCH_CONCURRENCY,
+        },
+        notes=[
+            f"after the 1M fill, the append-only file was rewritten ({rewrite_wait:.1f} s), so "
+            "that no rewrite falls inside the rounds",
+            "dispatch from 1k rounds: " + ", ".join(f"{r:,.0f}/s" for r in small_rates),
+            "dispatch from 1M rounds: " + ", ".join(f"{r:,.0f}/s" for r in big_rates),
+        ],
+    )

@@ -62,9 +62,12 @@ def worker_processes(
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "callqueue.cli", "worker"],
-                        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                        cwd=cwd,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
                     )
-                )  # fmt: skip
+                )
         yield procs
     finally:
         stop_workers(procs)
@@ -195,13 +198,14 @@ async def rate_limit(ctx: BenchContext) -> Measured:
             "rate_limit_max_in_window": max_in_window(times, 1.0),
             "rate_limit_utilization": in_interval / (limit * interval),
         },
-        n={"processes": PROCESSES, "seconds": duration, "limit_per_s": limit,
-           "dials": len(times)},
-        notes=[f"rate limit: {in_interval} dials in {interval:.3f} s from the first "
-               f"({in_interval / interval:.2f}/s), {len(times)} in all; "
-               f"{run.backlog_left} still queued at the end; {run.stats.get('released', 0)} "
-               f"of {run.stats.get('dialed', '?')} grants handed back unused (released)"],
-    )  # fmt: skip
+        n={"processes": PROCESSES, "seconds": duration, "limit_per_s": limit, "dials": len(times)},
+        notes=[
+            f"rate limit: {in_interval} dials in {interval:.3f} s from the first "
+            f"({in_interval / interval:.2f}/s), {len(times)} in all; "
+            f"{run.backlog_left} still queued at the end; {run.stats.get('released', 0)} "
+            f"of {run.stats.get('dialed', '?')} grants handed back unused (released)"
+        ],
+    )
 
 
 @benchmark("concurrency", "concurrency_max_live", "concurrency_utilization")
@@ -225,6 +229,8 @@ async def concurrency(ctx: BenchContext) -> Measured:
             "concurrency_utilization": mean_live(intervals, run.start, run.end) / cap,
         },
         n={"processes": PROCESSES, "seconds": duration, "cap": cap, "attempts": len(intervals)},
-        notes=[f"concurrency: {len(intervals)} attempts, {unended} without an end in the "
-               f"ledger; {run.backlog_left} still queued at the end"],
-    )  # fmt: skip
+        notes=[
+            f"concurrency: {len(intervals)} attempts, {unended} without an end in the "
+            f"ledger; {run.backlog_left} still queued at the end"
+        ],
+    )

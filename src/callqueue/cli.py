@@ -555,9 +555,12 @@ async def _import(
     runtime = await open_runtime(settings)
     try:
         columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=err) as progress:
             task = progress.add_task(f"checking {path.name}", total=None)
 
@@ -566,9 +569,15 @@ async def _import(
                 progress.update(task, description=desc, completed=rows, total=total)
 
             result = await import_csv(
-                runtime.queue, path, campaign, mapping, batch_size=batch_size,
-                progress=on_progress, on_rejected=report.add, keep_rejected=5,
-            )  # fmt: skip
+                runtime.queue,
+                path,
+                campaign,
+                mapping,
+                batch_size=batch_size,
+                progress=on_progress,
+                on_rejected=report.add,
+                keep_rejected=5,
+            )
     except BaseException:
         report.abort()
         raise
@@ -635,8 +644,7 @@ def import_(
     from callqueue.csv_import import ColumnMapping, CsvImportError, format_errors
 
     try:
-        mapping = ColumnMapping.of(phone_column, id_column, var, all_columns_as_variables,
-                                   priority)  # fmt: skip
+        mapping = ColumnMapping.of(phone_column, id_column, var, all_columns_as_variables, priority)
     except CsvImportError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -720,8 +728,10 @@ def dnc(
     _run(_dnc(_settings(), good, remove, done))
     changed, total = done[0], len(good)
     verb, other = ("taken off", "not on it") if remove else ("added to", "on it already")
-    out.print(f"{changed} of {total} numbers {verb} the do-not-call list "
-              f"({total - changed} were {other}).")  # fmt: skip
+    out.print(
+        f"{changed} of {total} numbers {verb} the do-not-call list "
+        f"({total - changed} were {other})."
+    )
     for i, raw, reason in bad[:20]:
         err.print(f"  line {i}: {escape(raw)}: {escape(reason)}")
     if len(bad) > 20:

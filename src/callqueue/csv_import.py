@@ -471,8 +471,15 @@ class CsvRows:
         return self.records.header
 
     def check(self, line: int, cells: Sequence[str]) -> GoodRow | RejectedRow:
-        return check_row(self.columns, self.campaign_id, line, cells,
-                         self.mapping.default_priority, self.batch_id, self.defaults)  # fmt: skip
+        return check_row(
+            self.columns,
+            self.campaign_id,
+            line,
+            cells,
+            self.mapping.default_priority,
+            self.batch_id,
+            self.defaults,
+        )
 
     def __iter__(self) -> Iterator[GoodRow | RejectedRow]:
         for line, cells in self._iter:
@@ -546,8 +553,11 @@ def _outcome_error(row: GoodRow, result: EnqueueResult, columns: Columns) -> Rej
         error = {"loc": phone, "msg": "is on the do-not-call list", "type": "do_not_call"}
         kind = "dnc"
     elif result.state == EnqueueState.CAMPAIGN_CANCELLED:
-        error = {"loc": ["campaign_id"], "msg": "the campaign is cancelled",
-                 "type": "campaign_cancelled"}  # fmt: skip
+        error = {
+            "loc": ["campaign_id"],
+            "msg": "the campaign is cancelled",
+            "type": "campaign_cancelled",
+        }
         kind = "campaign_cancelled"
     elif result.state == EnqueueState.CONFLICT and row.custom_id:
         assert columns.call_id is not None

@@ -411,10 +411,11 @@ class Dispatcher:
     async def _report(self, part: str) -> None:
         """Tells Redis the part's state as it is now (for /api/health and status)."""
         await retry_transient(
-            lambda: self.queue.report_problem(part, self._blocked.get(part, "")
-                                              if part in self._reported else ""),
+            lambda: self.queue.report_problem(
+                part, self._blocked.get(part, "") if part in self._reported else ""
+            ),
             "reporting " + part,
-        )  # fmt: skip
+        )
 
     async def _hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> None:
         try:

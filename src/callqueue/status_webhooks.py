@@ -80,23 +80,47 @@ class Event:
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[str, str]) -> Event:
-        return cls(entry_id, fields.get("k", "call"), fields.get("id", ""), fields.get("s", ""),
-                   int(fields.get("t") or 0), fields.get("cp", ""), fields.get("u", ""),
-                   entry_id=entry_id)  # fmt: skip
+        return cls(
+            entry_id,
+            fields.get("k", "call"),
+            fields.get("id", ""),
+            fields.get("s", ""),
+            int(fields.get("t") or 0),
+            fields.get("cp", ""),
+            fields.get("u", ""),
+            entry_id=entry_id,
+        )
 
     def member(self, attempts: int, error: str) -> str:
         """Its form in the retry set (and in the failed list)."""
-        return orjson.dumps({
-            "delivery_id": self.delivery_id, "kind": self.kind, "subject": self.subject,
-            "status": self.status, "at_ms": self.at_ms, "campaign_id": self.campaign_id,
-            "url": self.url, "attempts": attempts, "last_error": error,
-        }).decode()  # fmt: skip
+        return orjson.dumps(
+            {
+                "delivery_id": self.delivery_id,
+                "kind": self.kind,
+                "subject": self.subject,
+                "status": self.status,
+                "at_ms": self.at_ms,
+                "campaign_id": self.campaign_id,
+                "url": self.url,
+                "attempts": attempts,
+                "last_error": error,
+            }
+        ).decode()
 
     @classmethod
     def from_member(cls, member: str) -> Event:
         d = orjson.loads(member)
-        return cls(d["delivery_id"], d["kind"], d["subject"], d["status"], d["at_ms"],
-                   d["campaign_id"], d["url"], d["attempts"], retry_member=member)  # fmt: skip
+        return cls(
+            d["delivery_id"],
+            d["kind"],
+            d["subject"],
+            d["status"],
+            d["at_ms"],
+            d["campaign_id"],
+            d["url"],
+            d["attempts"],
+            retry_member=member,
+        )
 
 
 def backoff_s(attempts: int, first_s: float = FIRST_RETRY_S) -> float:
@@ -226,14 +250,26 @@ class WebhookDeliverer:
                 await self.outbox.op("done", event.entry_id, event.retry_member)
                 self.delivered += 1
             elif attempts >= self.max_attempts:
-                log.warning("webhook %s to %s given up after %d attempts: %s",
-                            event.delivery_id, event.url, attempts, error)  # fmt: skip
-                await self.outbox.op("fail", event.entry_id, event.retry_member, event.delivery_id,
-                                  event.member(attempts, error), FAILED_KEPT)  # fmt: skip
+                log.warning(
+                    "webhook %s to %s given up after %d attempts: %s",
+                    event.delivery_id,
+                    event.url,
+                    attempts,
+                    error,
+                )
+                await self.outbox.op(
+                    "fail",
+                    event.entry_id,
+                    event.retry_member,
+                    event.delivery_id,
+                    event.member(attempts, error),
+                    FAILED_KEPT,
+                )
             else:
                 due = int((time.time() + backoff_s(attempts, self.first_retry_s)) * 1000)
-                await self.outbox.op("retry", event.entry_id, event.retry_member,
-                                  event.member(attempts, error), due)  # fmt: skip
+                await self.outbox.op(
+                    "retry", event.entry_id, event.retry_member, event.member(attempts, error), due
+                )
         except Exception as exc:  # Redis away: the entry stays pending, claimed again later
             log.warning("webhook %s bookkeeping failed: %s", event.delivery_id, exc)
 

@@ -41,8 +41,11 @@ async def test_seed_example(client: httpx.AsyncClient, runtime: Runtime) -> None
     body = reply.json()
     assert body["batch_id"] == "campaign-batch-123"
     assert (body["total"], body["queued"], body["duplicates"], body["rejected_count"]) == (
-        1, 1, 0, 0,
-    )  # fmt: skip
+        1,
+        1,
+        0,
+        0,
+    )
     assert body["rejected"] == []
     [call_id] = body["call_ids"]
     record = await runtime.queue.get(call_id)

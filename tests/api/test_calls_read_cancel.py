@@ -78,8 +78,13 @@ async def attempts_are_reported(client: httpx.AsyncClient, runtime: Runtime) -> 
     assert live["attempts"][-1]["number"] == 2
     assert live["attempts"][-1]["outcome"] is None
     assert live["attempts"][-1]["carrier_call_id"] == "carrier-2"
-    await q.ended("call-456", 2, EndFacts(Outcome.COMPLETED, "carrier-2", "NORMAL_CLEARING",
-                                          duration_s=42.5, bill_duration_s=60.0))  # fmt: skip
+    await q.ended(
+        "call-456",
+        2,
+        EndFacts(
+            Outcome.COMPLETED, "carrier-2", "NORMAL_CLEARING", duration_s=42.5, bill_duration_s=60.0
+        ),
+    )
     done = (await client.get("/api/calls/call-456/status")).json()
     assert done["status"] == "completed" and done["outcome"] == "completed"
     second = done["attempts"][1]

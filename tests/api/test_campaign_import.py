@@ -41,16 +41,22 @@ async def test_good_rows_are_queued_and_bad_ones_listed(
     body = reply.json()
     assert body["campaign_id"] == "spring" and body["batch_id"] == "import-spring"
     assert (body["rows"], body["queued"], body["duplicates"], body["rejected_count"]) == (
-        5, 3, 0, 2,
-    )  # fmt: skip
+        5,
+        3,
+        0,
+        2,
+    )
     assert body["rejected_by_kind"]["invalid"] == 2 and body["blank_lines"] == 1
     assert [r["line"] for r in body["rejected"]] == [3, 5]
     [phone_error] = body["rejected"][0]["errors"]
     assert phone_error["loc"] == ["Phone"] and "international" in phone_error["msg"]
     assert body["rejected"][1]["errors"] == [
-        {"loc": ["priority"], "msg": "Input should be 'urgent', 'high', 'normal' or 'low'",
-         "type": "enum"}
-    ]  # fmt: skip
+        {
+            "loc": ["priority"],
+            "msg": "Input should be 'urgent', 'high', 'normal' or 'low'",
+            "type": "enum",
+        }
+    ]
     assert body["rejected_truncated"] is False
 
     snap = await queue_snapshot(runtime.queue)
@@ -111,8 +117,12 @@ async def test_mapping_options_as_query_parameters(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     text = "ref,tel,name\nr-1,+919123456789,A\nr-2,+919123456780,B\n"
-    params = {"phone_column": "tel", "id_column": "ref", "all_columns_as_variables": "false",
-              "batch_size": "1"}  # fmt: skip
+    params = {
+        "phone_column": "tel",
+        "id_column": "ref",
+        "all_columns_as_variables": "false",
+        "batch_size": "1",
+    }
     reply = await client.post("/api/campaigns/c1/calls", params=params, **multipart(text))
     assert reply.status_code == 201, reply.text
     record = await runtime.queue.get("r-2")
@@ -144,9 +154,13 @@ async def test_same_number_twice_is_one_call(client: httpx.AsyncClient, runtime:
 async def test_do_not_call_rows_and_campaign_defaults(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    made = await client.post("/api/campaigns", json={
-        "campaign_id": "sale", "call_config": {"flow_name": "sale", "variables": {"offer": "10%"}},
-    })  # fmt: skip
+    made = await client.post(
+        "/api/campaigns",
+        json={
+            "campaign_id": "sale",
+            "call_config": {"flow_name": "sale", "variables": {"offer": "10%"}},
+        },
+    )
     assert made.status_code == 201, made.text
     assert (await client.post("/api/dnc", json={"numbers": ["+919123456780"]})).status_code < 300
     text = "phone,name\n+919123456789,A\n+919123456780,B\n"
@@ -166,19 +180,31 @@ async def test_do_not_call_rows_and_campaign_defaults(
 @pytest.mark.parametrize(
     ("request_args", "loc", "needle"),
     [
-        (multipart("name,email\nJohn,j@example.com\n"), ["query", "phone_column"],
-         "no phone number column"),
+        (
+            multipart("name,email\nJohn,j@example.com\n"),
+            ["query", "phone_column"],
+            "no phone number column",
+        ),
         (csv_body(""), ["body"], "is empty"),
         ({"json": {"calls": []}}, ["body"], "multipart/form-data"),
         ({"files": {"other": ("a.csv", b"phone\n+919123456789\n")}}, ["body", "file"], "'file'"),
-        ({"params": {"phone_column": "tel"}, **multipart("phone\n+919123456789\n")},
-         ["query", "phone_column"], "no column 'tel'"),
-        ({"params": {"var": "=x"}, **multipart("phone\n+919123456789\n")}, ["query", "var"],
-         "COL=NAME"),
-        ({"content": b"phone\n", "headers": {"content-type": "text/csv; charset=latin-1"}},
-         ["body"], "UTF-8"),
+        (
+            {"params": {"phone_column": "tel"}, **multipart("phone\n+919123456789\n")},
+            ["query", "phone_column"],
+            "no column 'tel'",
+        ),
+        (
+            {"params": {"var": "=x"}, **multipart("phone\n+919123456789\n")},
+            ["query", "var"],
+            "COL=NAME",
+        ),
+        (
+            {"content": b"phone\n", "headers": {"content-type": "text/csv; charset=latin-1"}},
+            ["body"],
+            "UTF-8",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_files_that_cannot_be_imported_change_nothing(
     client: httpx.AsyncClient,
     runtime: Runtime,
@@ -198,8 +224,9 @@ async def test_files_that_cannot_be_imported_change_nothing(
 async def test_a_file_not_utf8_queues_nothing(client: httpx.AsyncClient, runtime: Runtime) -> None:
     """Refused whole although its first row is good: the file is checked before queuing."""
     data = "phone,name\n+919123456780,A\n+919123456789,Jos\xe9\n".encode("latin-1")
-    reply = await client.post("/api/campaigns/c3/calls",
-                              files={"file": ("latin.csv", data, "text/csv")})  # fmt: skip
+    reply = await client.post(
+        "/api/campaigns/c3/calls", files={"file": ("latin.csv", data, "text/csv")}
+    )
     assert reply.status_code == 422, reply.text
     [detail] = reply.json()["detail"]
     assert detail["loc"] == ["body", "file"]
@@ -210,8 +237,11 @@ async def test_a_file_not_utf8_queues_nothing(client: httpx.AsyncClient, runtime
 
 
 async def test_a_malformed_form(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    reply = await client.post("/api/campaigns/c4/calls", content=b"garbage",
-                              headers={"content-type": "multipart/form-data"})  # fmt: skip
+    reply = await client.post(
+        "/api/campaigns/c4/calls",
+        content=b"garbage",
+        headers={"content-type": "multipart/form-data"},
+    )
     assert reply.status_code == 400, reply.text
     [detail] = reply.json()["detail"]
     assert detail["type"] == "invalid_body" and "multipart form" in detail["msg"]
@@ -251,8 +281,11 @@ async def test_api_keys_apply(make_settings: SettingsFactory) -> None:
         refused = await client.post("/api/campaigns/k/calls", **multipart(text))
         assert refused.status_code == 401
         assert (await queue_snapshot(runtime.queue)).enqueued == 0
-        reply = await client.post("/api/campaigns/k/calls", headers={"X-API-Key": "secret"},
-                                  files={"file": ("a.csv", text.encode())})  # fmt: skip
+        reply = await client.post(
+            "/api/campaigns/k/calls",
+            headers={"X-API-Key": "secret"},
+            files={"file": ("a.csv", text.encode())},
+        )
         assert reply.status_code == 201, reply.text
 
 
@@ -262,8 +295,15 @@ async def test_documented_in_openapi(client: httpx.AsyncClient) -> None:
     assert route["summary"] == "Import calls from a CSV file"
     assert "queues nothing twice" in route["description"]
     params = {p["name"]: p for p in route["parameters"]}
-    assert set(params) >= {"campaign_id", "phone_column", "id_column", "var",
-                           "all_columns_as_variables", "priority", "batch_size"}  # fmt: skip
+    assert set(params) >= {
+        "campaign_id",
+        "phone_column",
+        "id_column",
+        "var",
+        "all_columns_as_variables",
+        "priority",
+        "batch_size",
+    }
     assert all(p.get("description") for p in params.values())
     content = route["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "text/csv"}

@@ -16,8 +16,15 @@ from callqueue.runtime import Runtime
 
 async def queue_campaign(client: httpx.AsyncClient, campaign: str, n: int) -> None:
     """``n`` calls of ``campaign``, due now, leaving retries to the campaign's policy."""
-    rows = [seed_call(custom_call_id=f"{campaign}-{i}", phone_number=f"+9198765000{i:02d}",
-                      scheduled_at=None, campaign_id=campaign) for i in range(n)]  # fmt: skip
+    rows = [
+        seed_call(
+            custom_call_id=f"{campaign}-{i}",
+            phone_number=f"+9198765000{i:02d}",
+            scheduled_at=None,
+            campaign_id=campaign,
+        )
+        for i in range(n)
+    ]
     for row in rows:
         del row["max_retries"]
     reply = await client.post("/api/calls/bulk-queue", json={"calls": rows})

@@ -49,15 +49,26 @@ async def test_patching_the_window_releases_the_calls_it_parked(
     runtime = await open_runtime(make_settings())
     try:
         async with served(runtime) as http:
-            created = await http.post("/api/campaigns", json={
-                "campaign_id": "evening", "calling_window": closed,
-                "calling_window_timezone": "UTC"})  # fmt: skip
+            created = await http.post(
+                "/api/campaigns",
+                json={
+                    "campaign_id": "evening",
+                    "calling_window": closed,
+                    "calling_window_timezone": "UTC",
+                },
+            )
             assert created.status_code == 201, created.text
             ids = [f"call-{i}" for i in range(3)]
             for call_id in ids:
-                queued = await http.post("/api/calls/queue", json=seed_call(
-                    custom_call_id=call_id, campaign_id="evening", timezone="UTC",
-                    scheduled_at=None))  # fmt: skip
+                queued = await http.post(
+                    "/api/calls/queue",
+                    json=seed_call(
+                        custom_call_id=call_id,
+                        campaign_id="evening",
+                        timezone="UTC",
+                        scheduled_at=None,
+                    ),
+                )
                 assert queued.status_code == 201, queued.text
             # A worker's claim finds the window closed: every call is parked until it opens.
             assert (await runtime.queue.claim(10)).calls == []

@@ -20,10 +20,14 @@ SETTINGS: dict[str, Any] = {
     "weight": 2,
     "calling_window": "Mon-Sat 09:00-21:00",
     "calling_window_timezone": "Asia/Kolkata",
-    "retry": {"retry_on": ["busy", "no_answer"], "max_retries": 2, "delay_seconds": 600,
-              "backoff": "linear"},
+    "retry": {
+        "retry_on": ["busy", "no_answer"],
+        "max_retries": 2,
+        "delay_seconds": 600,
+        "backoff": "linear",
+    },
     "call_config": {"flow_name": "sale", "voice": "en-IN", "variables": {"offer": "10%"}},
-}  # fmt: skip
+}
 
 
 async def test_create_read_patch(client: httpx.AsyncClient) -> None:
@@ -86,8 +90,15 @@ async def test_the_seeds_campaign_id_creates_a_campaign(
 
 async def test_lifecycle_and_progress(client: httpx.AsyncClient, runtime: Runtime) -> None:
     q = runtime.queue
-    rows = [seed_call(custom_call_id=f"c{i}", phone_number=f"+9198765000{i:02d}",
-                      scheduled_at=None, campaign_id="life") for i in range(6)]  # fmt: skip
+    rows = [
+        seed_call(
+            custom_call_id=f"c{i}",
+            phone_number=f"+9198765000{i:02d}",
+            scheduled_at=None,
+            campaign_id="life",
+        )
+        for i in range(6)
+    ]
     assert (await client.post("/api/calls/bulk-queue", json={"calls": rows})).status_code == 201
     paused = await client.post("/api/campaigns/life/pause")
     assert paused.json()["status"] == "paused"
@@ -108,8 +119,9 @@ async def test_lifecycle_and_progress(client: httpx.AsyncClient, runtime: Runtim
     assert cancelled.json() == {"campaign_id": "life", "status": "cancelled", "cancelled_calls": 4}
     after = (await client.get("/api/campaigns/life")).json()
     assert after["status"] == "cancelled" and after["progress"]["counts"]["cancelled"] == 4
-    late = await client.post("/api/calls/queue", json=seed_call(custom_call_id="late",
-                                                                campaign_id="life"))  # fmt: skip
+    late = await client.post(
+        "/api/calls/queue", json=seed_call(custom_call_id="late", campaign_id="life")
+    )
     assert late.status_code == 409 and late.json()["detail"][0]["loc"] == ["body", "campaign_id"]
     for op in ("pause", "resume", "cancel"):
         assert (await client.post(f"/api/campaigns/nope/{op}")).status_code == 404

@@ -23,10 +23,16 @@ async def test_listed_numbers_are_refused_naming_the_field(
     assert "do-not-call" in refused.json()["detail"][0]["msg"]
     assert await runtime.queue.get("call-456") is None
 
-    bulk = await client.post("/api/calls/bulk-queue", json={"batch_id": "b1", "calls": [
-        seed_call(custom_call_id="x1"),
-        seed_call(custom_call_id="x2", phone_number="+919123456780"),
-    ]})  # fmt: skip
+    bulk = await client.post(
+        "/api/calls/bulk-queue",
+        json={
+            "batch_id": "b1",
+            "calls": [
+                seed_call(custom_call_id="x1"),
+                seed_call(custom_call_id="x2", phone_number="+919123456780"),
+            ],
+        },
+    )
     assert bulk.status_code == 201
     assert bulk.json()["call_ids"] == [None, "x2"]
     assert bulk.json()["rejected"][0]["errors"][0]["type"] == "do_not_call"

@@ -23,8 +23,10 @@ def matches(path: str, template: str) -> bool:
     """Whether ``path`` (as documented: `{id}` and `...`/`*` tails allowed) names ``template``
     (an OpenAPI path) or, for a tail, a route under it."""
     segment = r"(?:\{[^/]+\}|[^/{}]+)"
-    pattern = "".join(segment if part.startswith("{") else re.escape(part)
-                      for part in re.split(r"(\{[^/]+\})", template))  # fmt: skip
+    pattern = "".join(
+        segment if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{[^/]+\})", template)
+    )
     if path.endswith(("/...", "/*")):
         prefix = path.rsplit("/", 1)[0] + "/"
         return template.startswith(prefix)

@@ -162,12 +162,18 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
 async def test_openapi_describes_every_route_and_field(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     expected = {
-        ("post", "/api/calls/queue"), ("post", "/api/calls/bulk-queue"),
-        ("get", "/api/calls/{call_id}/status"), ("get", "/api/calls/{call_id}"),
-        ("delete", "/api/calls/{call_id}"), ("get", "/api/calls/active"),
-        ("get", "/api/batches/{batch_id}"), ("get", "/api/queue/status"),
-        ("post", "/api/queue/pause"), ("post", "/api/queue/resume"), ("get", "/api/health"),
-    }  # fmt: skip
+        ("post", "/api/calls/queue"),
+        ("post", "/api/calls/bulk-queue"),
+        ("get", "/api/calls/{call_id}/status"),
+        ("get", "/api/calls/{call_id}"),
+        ("delete", "/api/calls/{call_id}"),
+        ("get", "/api/calls/active"),
+        ("get", "/api/batches/{batch_id}"),
+        ("get", "/api/queue/status"),
+        ("post", "/api/queue/pause"),
+        ("post", "/api/queue/resume"),
+        ("get", "/api/health"),
+    }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert expected <= found
     for path, ops in doc["paths"].items():

@@ -74,10 +74,14 @@ async def test_refused_credentials_look_the_same(make_settings: SettingsFactory)
     auth_id = "MA" + "X" * 18
     async with FakePlivo(auth_id, "right-token") as plivo:
         settings = make_settings(
-            carrier="plivo", plivo_auth_id=auth_id, plivo_auth_token="wrong-token",
-            plivo_number="+14155550100", plivo_api_url=plivo.url, agent_check="off",
+            carrier="plivo",
+            plivo_auth_id=auth_id,
+            plivo_auth_token="wrong-token",
+            plivo_number="+14155550100",
+            plivo_api_url=plivo.url,
+            agent_check="off",
             public_url="http://127.0.0.1:9",
-        )  # fmt: skip
+        )
         async with app_client(settings) as (client, runtime):
             body = seed_call(scheduled_at=None)
             assert (await client.post("/api/calls/queue", json=body)).status_code == 201
@@ -127,8 +131,12 @@ async def test_calls_due_means_dialable_now(make_settings: SettingsFactory) -> N
         assert (await health(client))[0] == 200
         # Scheduled for later: not due yet.
         tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-        later = seed_call(scheduled_at=tomorrow, custom_call_id="later",
-                          campaign_id=None, phone_number="+919123456701")  # fmt: skip
+        later = seed_call(
+            scheduled_at=tomorrow,
+            custom_call_id="later",
+            campaign_id=None,
+            phone_number="+919123456701",
+        )
         assert (await client.post("/api/calls/queue", json=later)).status_code == 201
         assert (await health(client))[0] == 200
         # Queued with no campaign: due.

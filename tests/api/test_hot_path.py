@@ -75,12 +75,16 @@ def _cases() -> list[tuple[str, Callable[[], dict[str, Any]]]]:
         ("array", lambda: {"json": [SEED_CALL]}),
         ("declared too large", lambda: {"content": huge, "headers": as_json}),
         ("streamed too large", lambda: {"content": _streamed(huge), "headers": as_json}),
-        ("webhook without secret", lambda: {"json": {**SEED_CALL, "custom_call_id": "w-1",
-                                                     "webhook_url": "https://x.example/h"}}),
+        (
+            "webhook without secret",
+            lambda: {
+                "json": {**SEED_CALL, "custom_call_id": "w-1", "webhook_url": "https://x.example/h"}
+            },
+        ),
         ("extension", lambda: {"json": {**SEED_CALL, "phone_number": "+91 9123 456 702 x5"}}),
         ("dot segment id", lambda: {"json": {**SEED_CALL, "custom_call_id": ".."}}),
         ("key in the query", lambda: {"json": SEED_CALL, "params": {"api_key": "k"}}),
-    ]  # fmt: skip
+    ]
 
 
 async def test_hot_path_answers_like_the_route(
@@ -108,8 +112,9 @@ async def test_hot_path_answers_like_the_route(
 
 
 @pytest.mark.parametrize("hot", [True, False])
-async def test_api_keys_on_both_paths(make_settings: SettingsFactory, unique_name: str,
-                                      hot: bool) -> None:  # fmt: skip
+async def test_api_keys_on_both_paths(
+    make_settings: SettingsFactory, unique_name: str, hot: bool
+) -> None:
     async with app_on(make_settings, unique_name, hot, api_keys="k1,k2") as (client, _):
         status, body, headers = await answer(client, json=SEED_CALL)
         assert status == 401

@@ -62,9 +62,11 @@ async def test_campaign_defaults_take_the_boolean(client: httpx.AsyncClient) -> 
 
 
 async def dial_one(
-    make_settings: SettingsFactory, config: dict[str, Any], carrier: dict[str, Any],
+    make_settings: SettingsFactory,
+    config: dict[str, Any],
+    carrier: dict[str, Any],
     dialed: Callable[[], Awaitable[None]],
-) -> None:  # fmt: skip
+) -> None:
     """Queues one call over HTTP and lets the real dispatcher dial it until ``dialed()``."""
     settings = make_settings(agent_check="off", public_url=CLOSED, **carrier)
     async with app_client(settings) as (client, runtime):
@@ -87,8 +89,13 @@ async def test_plivo_is_asked_for_its_own_values(
         async def dialed() -> None:
             await plivo.wait_until(lambda: bool(plivo.call_requests))
 
-        carrier = {"carrier": "plivo", "plivo_auth_id": PLIVO_ID, "plivo_auth_token": TOKEN,
-                   "plivo_number": "+14155550100", "plivo_api_url": plivo.url}  # fmt: skip
+        carrier = {
+            "carrier": "plivo",
+            "plivo_auth_id": PLIVO_ID,
+            "plivo_auth_token": TOKEN,
+            "plivo_number": "+14155550100",
+            "plivo_api_url": plivo.url,
+        }
         await dial_one(make_settings, {"machine_detection": sent}, carrier, dialed)
         [request] = plivo.call_requests
         assert request.body["machine_detection"] == expected
@@ -104,9 +111,13 @@ async def test_twilio_is_asked_for_its_own_values(
         async def dialed() -> None:
             await twilio.wait_until(lambda: bool(twilio.create_requests))
 
-        carrier = {"carrier": "twilio", "twilio_account_sid": TWILIO_SID,
-                   "twilio_auth_token": TOKEN, "twilio_number": "+14155550100",
-                   "twilio_api_url": twilio.url}  # fmt: skip
+        carrier = {
+            "carrier": "twilio",
+            "twilio_account_sid": TWILIO_SID,
+            "twilio_auth_token": TOKEN,
+            "twilio_number": "+14155550100",
+            "twilio_api_url": twilio.url,
+        }
         await dial_one(make_settings, {"machine_detection": sent}, carrier, dialed)
         [request] = twilio.create_requests
         assert request.get("MachineDetection") == "Enable"

@@ -21,15 +21,24 @@ async def test_empty_queue(client: httpx.AsyncClient, runtime: Runtime) -> None:
     assert body["paused"] is False
     assert body["pending"] == 0
     assert set(body["counts"]) == {
-        "scheduled", "queued", "dialing", "ringing", "in_progress", "completed", "failed",
+        "scheduled",
+        "queued",
+        "dialing",
+        "ringing",
+        "in_progress",
+        "completed",
+        "failed",
         "cancelled",
-    }  # fmt: skip
+    }
     assert not any(body["counts"].values())
     assert body["queued_by_priority"] == {"urgent": 0, "high": 0, "normal": 0, "low": 0}
     assert body["live_calls"] == {"current": 0, "limit": 100}
     assert body["dial_rate"] == {
-        "last_second": 0, "limit_per_second": 10.0, "last_minute": 0, "peak_per_second": 0,
-    }  # fmt: skip
+        "last_second": 0,
+        "limit_per_second": 10.0,
+        "last_minute": 0,
+        "peak_per_second": 0,
+    }
     assert body["success_rate"] is None and body["failure_rate"] is None
     assert body["average_call_duration_seconds"] is None
     assert body["workers"] == {"alive": 0, "ids": []}

@@ -38,8 +38,13 @@ async def test_with_the_secret_and_the_failed_list(make_settings: SettingsFactor
         # A delivery given up, as the deliverer records it.
         q = runtime.queue
         event = Event("1-0", "call", "call-456", "failed", 0, "c", HOOK)
-        keys = [q.keys.hooks, q.keys.hooks_retry, q.keys.hooks_failed, q.keys.hooks_failed_index,
-                q.keys.stats]  # fmt: skip
+        keys = [
+            q.keys.hooks,
+            q.keys.hooks_retry,
+            q.keys.hooks_failed,
+            q.keys.hooks_failed_index,
+            q.keys.stats,
+        ]
         await q._scripts.hooks(
             q.client, keys, ["fail", "", "", "1-0", event.member(12, "HTTP 500"), "10"]
         )

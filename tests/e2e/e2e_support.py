@@ -86,9 +86,13 @@ class Proc:
         self.err_path = cwd / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "callqueue.cli", *args], env=env, cwd=cwd,
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                [sys.executable, "-m", "callqueue.cli", *args],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
 
     @property
     def output(self) -> str:
@@ -260,9 +264,13 @@ async def queue_person_and_machine(http: httpx.AsyncClient, person: str, machine
         config = {"machine_detection": "true"} if call_id == "machine" else {}
         reply = await http.post(
             "/api/calls/queue",
-            json={"phone_number": phone, "custom_call_id": call_id, "max_retries": 0,
-                  "call_config": config},
-        )  # fmt: skip
+            json={
+                "phone_number": phone,
+                "custom_call_id": call_id,
+                "max_retries": 0,
+                "call_config": config,
+            },
+        )
         assert reply.status_code == 201, reply.text
 
 

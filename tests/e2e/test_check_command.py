@@ -38,9 +38,14 @@ def agent_app() -> Starlette:
 
 def run_check(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", "check", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", "check", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout
 
@@ -77,13 +82,23 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield {"QUEUE_NAME": queue, "PUBLIC_URL": base}
 
 
-def plivo_env(redis_url: str, service: dict[str, str], plivo: FakePlivo, agent: str,
-              **extra: str) -> dict[str, str]:  # fmt: skip
-    return clean_env(**{
-        "REDIS_URL": redis_url, "CARRIER": "plivo", "PLIVO_AUTH_ID": AUTH_ID,
-        "PLIVO_AUTH_TOKEN": TOKEN, "PLIVO_NUMBER": NUMBER, "PLIVO_API_URL": plivo.url,
-        "AGENT_SERVER_URL": agent, "LOG_LEVEL": "WARNING", **service, **extra,
-    })  # fmt: skip
+def plivo_env(
+    redis_url: str, service: dict[str, str], plivo: FakePlivo, agent: str, **extra: str
+) -> dict[str, str]:
+    return clean_env(
+        **{
+            "REDIS_URL": redis_url,
+            "CARRIER": "plivo",
+            "PLIVO_AUTH_ID": AUTH_ID,
+            "PLIVO_AUTH_TOKEN": TOKEN,
+            "PLIVO_NUMBER": NUMBER,
+            "PLIVO_API_URL": plivo.url,
+            "AGENT_SERVER_URL": agent,
+            "LOG_LEVEL": "WARNING",
+            **service,
+            **extra,
+        }
+    )
 
 
 def down_url() -> str:
@@ -93,8 +108,9 @@ def down_url() -> str:
 def test_simulator_passes_with_the_agent_informational(
     redis_url: str, unique_name: str, tmp_path: Path
 ) -> None:
-    env = clean_env(REDIS_URL=redis_url, QUEUE_NAME=unique_name, AGENT_SERVER_URL=down_url(),
-                    LOG_LEVEL="INFO")  # fmt: skip
+    env = clean_env(
+        REDIS_URL=redis_url, QUEUE_NAME=unique_name, AGENT_SERVER_URL=down_url(), LOG_LEVEL="INFO"
+    )
     code, output = run_check(env, tmp_path)
     assert code == 0, output
     found = lines(output)
@@ -163,8 +179,12 @@ async def test_agent_down_and_public_url_unreachable_fail_with_a_real_carrier(
     async with FakePlivo(AUTH_ID, TOKEN) as plivo:
         agent, public = down_url(), down_url()
         env = plivo_env(redis_url, service, plivo, agent, PUBLIC_URL=public)
-        simulator = clean_env(REDIS_URL=redis_url, AGENT_SERVER_URL=agent, PUBLIC_URL=public,
-                              QUEUE_NAME=service["QUEUE_NAME"])  # fmt: skip
+        simulator = clean_env(
+            REDIS_URL=redis_url,
+            AGENT_SERVER_URL=agent,
+            PUBLIC_URL=public,
+            QUEUE_NAME=service["QUEUE_NAME"],
+        )
         (code, output), (sim_code, sim_output) = await asyncio.gather(
             check_async(env, tmp_path), check_async(simulator, tmp_path)
         )
@@ -204,8 +224,9 @@ async def test_public_url_of_another_queue_and_a_missing_one(
 
 
 def test_unreachable_redis_and_a_carrier_without_settings(tmp_path: Path) -> None:
-    env = clean_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}", CARRIER="twilio",
-                    AGENT_SERVER_URL=down_url())  # fmt: skip
+    env = clean_env(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}", CARRIER="twilio", AGENT_SERVER_URL=down_url()
+    )
     code, output = run_check(env, tmp_path)
     assert code == 1
     found = lines(output)

@@ -15,9 +15,14 @@ from e2e_support import FAST_CALLS, clean_env, free_port, running, wait_healthy,
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", *args], env=env, cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -44,14 +49,18 @@ def test_up_on_embedded_server_says_so(tmp_path: Path) -> None:
 
 def test_api_only_and_status(redis_url: str, unique_name: str, tmp_path: Path) -> None:
     port = free_port()
-    env = clean_env(REDIS_URL=redis_url, QUEUE_NAME=unique_name, PORT=str(port),
-                    API_KEYS="k1", **FAST_CALLS)  # fmt: skip
+    env = clean_env(
+        REDIS_URL=redis_url, QUEUE_NAME=unique_name, PORT=str(port), API_KEYS="k1", **FAST_CALLS
+    )
     with running(["api"], env, tmp_path, "api") as api:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, api)
         calls = [{"phone_number": "+919123456789", "priority": p} for p in ("high", "low", "low")]
-        reply = httpx.post(f"{base}/api/calls/bulk-queue", json={"calls": calls},
-                           headers={"Authorization": "Bearer k1"})  # fmt: skip
+        reply = httpx.post(
+            f"{base}/api/calls/bulk-queue",
+            json={"calls": calls},
+            headers={"Authorization": "Bearer k1"},
+        )
         assert reply.status_code == 201, reply.text
         assert httpx.get(f"{base}/api/queue/status").status_code == 401
         status = httpx.get(f"{base}/api/queue/status", headers={"X-API-Key": "k1"}).json()
@@ -74,9 +83,14 @@ def test_busy_port_is_a_clear_error(redis_url: str, unique_name: str, tmp_path: 
         port = busy.getsockname()[1]
         env = clean_env(REDIS_URL=redis_url, QUEUE_NAME=unique_name, PORT=str(port))
         done = subprocess.run(
-            [sys.executable, "-m", "callqueue.cli", "up"], env=env, cwd=tmp_path,
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", "callqueue.cli", "up"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     assert done.returncode == 2
     assert "cannot listen" in done.stderr and str(port) in done.stderr
 
@@ -84,9 +98,14 @@ def test_busy_port_is_a_clear_error(redis_url: str, unique_name: str, tmp_path: 
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     env = clean_env(MAX_CONCURRENT_CALLS="lots")
     done = subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", "up"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", "up"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 2
     assert "MAX_CONCURRENT_CALLS" in done.stderr
 

@@ -20,9 +20,14 @@ from callqueue.testing.replicas import replica_of
 def test_api_answers_201_once_the_replica_has_the_call(tmp_path: Path, unique_name: str) -> None:
     with EmbeddedServer(tmp_path / "primary") as primary, replica_of(primary) as replica:
         port = free_port()
-        env = clean_env(REDIS_URL=primary.url, QUEUE_NAME=unique_name, PORT=str(port),
-                        ENQUEUE_DURABILITY="replica", ENQUEUE_DURABILITY_TIMEOUT="5",
-                        **FAST_CALLS)  # fmt: skip
+        env = clean_env(
+            REDIS_URL=primary.url,
+            QUEUE_NAME=unique_name,
+            PORT=str(port),
+            ENQUEUE_DURABILITY="replica",
+            ENQUEUE_DURABILITY_TIMEOUT="5",
+            **FAST_CALLS,
+        )
         with running(["api"], env, tmp_path, "api") as api:
             base = f"http://127.0.0.1:{port}"
             wait_healthy(base, api)
@@ -41,9 +46,14 @@ def test_api_answers_201_once_the_replica_has_the_call(tmp_path: Path, unique_na
 def test_api_refuses_to_start_without_a_replica(redis_url: str, tmp_path: Path) -> None:
     env = clean_env(REDIS_URL=redis_url, PORT=str(free_port()), ENQUEUE_DURABILITY="replica")
     done = subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", "api"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", "api"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("ENQUEUE_DURABILITY=replica: the server has no replica connected")

@@ -28,10 +28,16 @@ def test_sigterm_under_load_loses_nothing(redis_url: str, unique_name: str, tmp_
     base = f"http://127.0.0.1:{port}"
     ledger = tmp_path / "ledger.jsonl"
     env = clean_env(
-        REDIS_URL=redis_url, QUEUE_NAME=unique_name, HOST="127.0.0.1", PORT=str(port),
-        RATE_LIMIT_PER_SECOND="100", MAX_CONCURRENT_CALLS="30", QUEUE_WORKERS="30",
-        SIM_LEDGER=str(ledger), **FAST_CALLS,
-    )  # fmt: skip
+        REDIS_URL=redis_url,
+        QUEUE_NAME=unique_name,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        RATE_LIMIT_PER_SECOND="100",
+        MAX_CONCURRENT_CALLS="30",
+        QUEUE_WORKERS="30",
+        SIM_LEDGER=str(ledger),
+        **FAST_CALLS,
+    )
     calls = [
         {"phone_number": f"+9198{i:08d}", "campaign_id": "load", "max_retries": 2}
         for i in range(CALLS)

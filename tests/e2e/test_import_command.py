@@ -27,9 +27,14 @@ CSV = (
 
 def run_import(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", "import", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", "import", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def read_record(redis_url: str, queue_name: str, call_id: str) -> CallRecord | None:
@@ -142,9 +147,14 @@ def test_dnc_from_a_file(redis_url: str, unique_name: str, tmp_path: Path) -> No
 
     def dnc(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "callqueue.cli", "dnc", *args], env=env, cwd=tmp_path,
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", "callqueue.cli", "dnc", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     added = dnc(str(numbers))
     assert added.returncode == 1, added.stdout + added.stderr  # one unreadable number

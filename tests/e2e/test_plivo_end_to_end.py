@@ -98,15 +98,27 @@ async def service(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = clean_env(
-        REDIS_URL=redis_url, QUEUE_NAME=queue, PORT=str(port), CARRIER="plivo",
-        PLIVO_AUTH_ID=AUTH_ID, PLIVO_AUTH_TOKEN=TOKEN, PLIVO_NUMBER="+14155550100",
-        PLIVO_API_URL=plivo.url, PUBLIC_URL=public_url or base,
+        REDIS_URL=redis_url,
+        QUEUE_NAME=queue,
+        PORT=str(port),
+        CARRIER="plivo",
+        PLIVO_AUTH_ID=AUTH_ID,
+        PLIVO_AUTH_TOKEN=TOKEN,
+        PLIVO_NUMBER="+14155550100",
+        PLIVO_API_URL=plivo.url,
+        PUBLIC_URL=public_url or base,
         AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}",
-        AGENT_CHECK_INTERVAL="0.2", MAX_CONCURRENT_CALLS=str(MAX_LIVE),
-        RATE_LIMIT_PER_SECOND=str(RATE), RING_TIMEOUT="5", DEFAULT_MAX_DURATION="5",
-        CALL_GRACE_SECONDS="2", RETRY_BASE_DELAY="0.1", RETRY_MAX_DELAY="0.2",
-        RATE_BACKOFF_SECONDS="1", LOG_LEVEL="WARNING",
-    )  # fmt: skip
+        AGENT_CHECK_INTERVAL="0.2",
+        MAX_CONCURRENT_CALLS=str(MAX_LIVE),
+        RATE_LIMIT_PER_SECOND=str(RATE),
+        RING_TIMEOUT="5",
+        DEFAULT_MAX_DURATION="5",
+        CALL_GRACE_SECONDS="2",
+        RETRY_BASE_DELAY="0.1",
+        RETRY_MAX_DELAY="0.2",
+        RATE_BACKOFF_SECONDS="1",
+        LOG_LEVEL="WARNING",
+    )
     env.update(overrides)
     with running(["up"], env, tmp_path, "up") as proc:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
@@ -262,10 +274,16 @@ async def test_reshaped_callbacks_are_refused_and_change_nothing(
         serve_asgi(catcher.app()) as public,  # Plivo calls this, not the app
         FakePlivo(AUTH_ID, TOKEN, scenario=Scenarios()) as plivo,
         service(
-            tmp_path, redis_url, unique_name, plivo, agent_port, public,
-            RING_TIMEOUT="60", DEFAULT_MAX_DURATION="60",
+            tmp_path,
+            redis_url,
+            unique_name,
+            plivo,
+            agent_port,
+            public,
+            RING_TIMEOUT="60",
+            DEFAULT_MAX_DURATION="60",
         ) as (_, http),
-    ):  # fmt: skip
+    ):
         await queue_person_and_machine(http, "+919123499701", "+919123499706")
 
         async def caught() -> bool:
@@ -302,6 +320,4 @@ async def test_reshaped_callbacks_are_refused_and_change_nothing(
 
         await replays.accept_all(person + machine)
         assert_person_and_machine_settled(await call_views(http), hangup.form["CallUUID"])
-        assert sorted(calls_dialed(plivo).items()) == [
-            (("machine", "1"), 1), (("person", "1"), 1)
-        ]  # fmt: skip
+        assert sorted(calls_dialed(plivo).items()) == [(("machine", "1"), 1), (("person", "1"), 1)]

@@ -17,9 +17,14 @@ CASES += [("status", "localhost:6379"), ("status", "ftp://example.com/0")]
 
 def run(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", command], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", command],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(("command", "url"), CASES)

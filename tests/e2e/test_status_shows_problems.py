@@ -18,9 +18,14 @@ REASON = "cannot reach the carrier's API: ConnectTimeout"
 
 def status(args: list[str], env: dict[str, str], cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "callqueue.cli", "status", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "callqueue.cli", "status", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -96,14 +96,27 @@ async def service(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = clean_env(
-        REDIS_URL=redis_url, QUEUE_NAME=queue, PORT=str(port), CARRIER="twilio",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_NUMBER=CALLER,
-        TWILIO_API_URL=twilio.url, PUBLIC_URL=public_url or base,
-        AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}", AGENT_CHECK_INTERVAL="0.2",
-        MAX_CONCURRENT_CALLS=str(MAX_LIVE), RATE_LIMIT_PER_SECOND=str(RATE), RING_TIMEOUT="5",
-        DEFAULT_MAX_DURATION="5", CALL_GRACE_SECONDS="2", RETRY_BASE_DELAY="0.1",
-        RETRY_MAX_DELAY="0.2", RATE_BACKOFF_SECONDS="1", LOG_LEVEL="WARNING",
-    )  # fmt: skip
+        REDIS_URL=redis_url,
+        QUEUE_NAME=queue,
+        PORT=str(port),
+        CARRIER="twilio",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        TWILIO_NUMBER=CALLER,
+        TWILIO_API_URL=twilio.url,
+        PUBLIC_URL=public_url or base,
+        AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}",
+        AGENT_CHECK_INTERVAL="0.2",
+        MAX_CONCURRENT_CALLS=str(MAX_LIVE),
+        RATE_LIMIT_PER_SECOND=str(RATE),
+        RING_TIMEOUT="5",
+        DEFAULT_MAX_DURATION="5",
+        CALL_GRACE_SECONDS="2",
+        RETRY_BASE_DELAY="0.1",
+        RETRY_MAX_DELAY="0.2",
+        RATE_BACKOFF_SECONDS="1",
+        LOG_LEVEL="WARNING",
+    )
     env.update(overrides)
     with running(["up"], env, tmp_path, "up") as proc:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
@@ -194,8 +207,11 @@ async def test_calls_through_twilio_end_to_end(
         for request in created:
             assert request.get("From") == CALLER and request.get("Method") == "POST"
             assert request.params["StatusCallbackEvent"] == [
-                "initiated", "ringing", "answered", "completed"
-            ]  # fmt: skip
+                "initiated",
+                "ringing",
+                "answered",
+                "completed",
+            ]
             call_id, attempt = identity(request.get("Url"))
             assert request.get("StatusCallback") == (
                 f"{base}/api/webhooks/twilio/status?"
@@ -251,10 +267,16 @@ async def test_reshaped_callbacks_are_refused_and_change_nothing(
         serve_asgi(catcher.app()) as public,  # Twilio calls this, not the app
         FakeTwilio(ACCOUNT_SID, TOKEN, scenario=Scenarios()) as twilio,
         service(
-            tmp_path, redis_url, unique_name, twilio, agent_port, public,
-            RING_TIMEOUT="60", DEFAULT_MAX_DURATION="60",
+            tmp_path,
+            redis_url,
+            unique_name,
+            twilio,
+            agent_port,
+            public,
+            RING_TIMEOUT="60",
+            DEFAULT_MAX_DURATION="60",
         ) as (_, http),
-    ):  # fmt: skip
+    ):
         await queue_person_and_machine(http, "+919123499701", "+919123499707")
         calls = ("person", "machine")
 
@@ -303,5 +325,6 @@ async def test_reshaped_callbacks_are_refused_and_change_nothing(
         assert_person_and_machine_settled(await call_views(http), completed.form["CallSid"])
         created = [r for r in twilio.create_requests if r.status == 201]
         assert sorted(identity(r.get("Url")) for r in created) == [
-            ("machine", "1"), ("person", "1")
-        ]  # fmt: skip
+            ("machine", "1"),
+            ("person", "1"),
+        ]

@@ -57,10 +57,15 @@ def test_seed_payloads_reach_final_states(redis_url: str, unique_name: str, tmp_
     base = f"http://127.0.0.1:{port}"
     ledger = tmp_path / "ledger.jsonl"
     env = clean_env(
-        REDIS_URL=redis_url, QUEUE_NAME=unique_name, HOST="127.0.0.1", PORT=str(port),
-        RATE_LIMIT_PER_SECOND="50", MAX_CONCURRENT_CALLS="20", SIM_LEDGER=str(ledger),
+        REDIS_URL=redis_url,
+        QUEUE_NAME=unique_name,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        RATE_LIMIT_PER_SECOND="50",
+        MAX_CONCURRENT_CALLS="20",
+        SIM_LEDGER=str(ledger),
         **FAST_CALLS,
-    )  # fmt: skip
+    )
     with running(["up"], env, tmp_path, "up") as up:
         wait_healthy(base, up)
         with httpx.Client(base_url=base, timeout=10) as http:

@@ -22,8 +22,13 @@ from callqueue.models import CallSpec, CallStatus, Outcome
 LONGEST_LIFE_S = 30.0
 
 
-def dispatcher(q: CallQueue, ledger: Path, ring: tuple[float, float], talk: tuple[float, float],
-               concurrency: int = 20) -> Dispatcher:  # fmt: skip
+def dispatcher(
+    q: CallQueue,
+    ledger: Path,
+    ring: tuple[float, float],
+    talk: tuple[float, float],
+    concurrency: int = 20,
+) -> Dispatcher:
     writer = EventWriter(q)
     profile = SimProfile(mix={Outcome.COMPLETED: 1.0}, ring_s=ring, talk_s=talk, seed=11)
     return Dispatcher(q, SimulatedCarrier(writer, profile, ledger), writer, concurrency=concurrency)
@@ -31,10 +36,14 @@ def dispatcher(q: CallQueue, ledger: Path, ring: tuple[float, float], talk: tupl
 
 def calls(campaign: str, n: int, first_number: int = 0) -> list[CallSpec]:
     return [
-        CallSpec(call_id=f"{campaign}-{i:04d}", phone_number=f"+9198{first_number + i:08d}",
-                 campaign_id=campaign, max_retries=0)
+        CallSpec(
+            call_id=f"{campaign}-{i:04d}",
+            phone_number=f"+9198{first_number + i:08d}",
+            campaign_id=campaign,
+            max_retries=0,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def of(ledger: list[dict[str, Any]], campaign: str) -> list[dict[str, Any]]:

@@ -19,11 +19,13 @@ from callqueue.windows import CallingWindow
 NO_LIMITS = {"max_live_calls": 0, "rate_per_second": 0}
 
 
-def call(call_id: str, campaign: str | None, priority: Priority = Priority.NORMAL,
-         **kw: object) -> CallSpec:  # fmt: skip
+def call(
+    call_id: str, campaign: str | None, priority: Priority = Priority.NORMAL, **kw: object
+) -> CallSpec:
     number = kw.pop("phone_number", "+919876500001")
-    return CallSpec(call_id=call_id, phone_number=str(number), campaign_id=campaign,
-                    priority=priority, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return CallSpec(
+        call_id=call_id, phone_number=str(number), campaign_id=campaign, priority=priority, **kw
+    )  # type: ignore[arg-type]
 
 
 async def claim_ids(q: CallQueue, want: int) -> list[str]:
@@ -157,8 +159,9 @@ async def test_a_campaign_completes_when_every_call_is_final(make_queue: MakeQue
 async def test_campaign_retry_policy_overrides_the_queue_default(make_queue: MakeQueue) -> None:
     q = make_queue(**NO_LIMITS)
     camps = CampaignEngine(q)
-    policy = CampaignRetry(retry_on=frozenset({Outcome.BUSY}), max_retries=1, delay_s=0,
-                           backoff="linear")  # fmt: skip
+    policy = CampaignRetry(
+        retry_on=frozenset({Outcome.BUSY}), max_retries=1, delay_s=0, backoff="linear"
+    )
     assert CampaignRetry.decode(policy.encode()) == policy
     await camps.configure("r", {"rp": policy.encode()})
     await q.enqueue_many([call("r1", "r"), call("r2", "r")])
@@ -178,11 +181,13 @@ async def test_a_call_outside_its_window_waits_for_the_opening(make_queue: MakeQ
     start = (now.hour + 3) % 24
     window = CallingWindow(frozenset(range(7)), start * 60, (start + 1) * 60 % 1440 or 1440)
     await camps.configure("w", {"win": window.encode(), "wtz": "UTC"})
-    await q.enqueue_many([
-        call("in-utc", "w", time_zones=("UTC",)),
-        call("unknown-zone", "w"),  # the window's own zone: UTC
-        call("kolkata", "w", time_zones=("Asia/Kolkata",)),
-    ])  # fmt: skip
+    await q.enqueue_many(
+        [
+            call("in-utc", "w", time_zones=("UTC",)),
+            call("unknown-zone", "w"),  # the window's own zone: UTC
+            call("kolkata", "w", time_zones=("Asia/Kolkata",)),
+        ]
+    )
     taken = await claim_ids(q, 3)
     opening = window.next_open(["UTC"], now)
     assert opening is not None and opening > now
@@ -203,8 +208,13 @@ async def test_a_call_outside_its_window_waits_for_the_opening(make_queue: MakeQ
 async def test_one_person_one_line_across_campaigns(make_queue: MakeQueue) -> None:
     q = make_queue(one_call_per_number=True, line_wait_s=0.2, **NO_LIMITS)
     same = "+919876512345"
-    await q.enqueue_many([call("a1", "a", phone_number=same), call("b1", "b", phone_number=same),
-                          call("a2", "a", phone_number="+919876512346")])  # fmt: skip
+    await q.enqueue_many(
+        [
+            call("a1", "a", phone_number=same),
+            call("b1", "b", phone_number=same),
+            call("a2", "a", phone_number="+919876512346"),
+        ]
+    )
     first = await claim_ids(q, 3)
     assert sorted(first) == ["a1", "a2"]  # b1 waits: its number is on a live call
     waiting = await q.get("b1")
@@ -245,13 +255,18 @@ async def test_windows_at_claim_across_zones_and_midnight(make_queue: MakeQueue)
     # Friday and Saturday nights, 22:00 to 02:00 the next morning, callee's local time.
     window = CallingWindow.parse("fri-sat 22:00-02:00")
     await camps.configure("night", {"win": window.encode()})
-    ny, kolkata, both = ("America/New_York",), ("Asia/Kolkata",), (
-        "America/New_York", "America/Chicago")  # fmt: skip
-    await q.enqueue_many([
-        call("ny", "night", time_zones=ny, phone_number="+12125550101"),
-        call("in", "night", time_zones=kolkata, phone_number="+919876500201"),
-        call("us", "night", time_zones=both, phone_number="+12125550102"),
-    ])  # fmt: skip
+    ny, kolkata, both = (
+        ("America/New_York",),
+        ("Asia/Kolkata",),
+        ("America/New_York", "America/Chicago"),
+    )
+    await q.enqueue_many(
+        [
+            call("ny", "night", time_zones=ny, phone_number="+12125550101"),
+            call("in", "night", time_zones=kolkata, phone_number="+919876500201"),
+            call("us", "night", time_zones=both, phone_number="+12125550102"),
+        ]
+    )
     # Saturday 2026-12-05 01:30 in New York: still Friday night's opening there; in Kolkata it is
     # Saturday 12:00 (closed); in Chicago 00:30 (open): the two-zone call may go too.
     at = ms("2026-12-05T01:30", "America/New_York")
@@ -279,8 +294,9 @@ async def test_a_retry_is_scheduled_into_the_window(make_queue: MakeQueue) -> No
     now = datetime.now(UTC)
     start = (now.hour + 2) % 24
     window = CallingWindow(frozenset(range(7)), start * 60, (start + 1) * 60 % 1440 or 1440)
-    policy = CampaignRetry(retry_on=frozenset({Outcome.BUSY}), max_retries=2, delay_s=0,
-                           backoff="linear")  # fmt: skip
+    policy = CampaignRetry(
+        retry_on=frozenset({Outcome.BUSY}), max_retries=2, delay_s=0, backoff="linear"
+    )
     await camps.configure("rw", {"win": window.encode(), "wtz": "UTC", "rp": policy.encode()})
     await q.enqueue(call("r", "rw", time_zones=("UTC",)))
     await q.register_zones(["UTC"])
@@ -298,8 +314,14 @@ async def test_a_retry_is_scheduled_into_the_window(make_queue: MakeQueue) -> No
 
 async def campaign_keys(q: CallQueue, cp: str) -> list[str]:
     k = q.keys
-    keys = [k.campaign(cp), k.campaign_stats(cp), k.campaign_ready(cp), k.campaign_live(cp),
-            k.campaign_rate_log(cp), k.campaign_dials_per_second(cp)]  # fmt: skip
+    keys = [
+        k.campaign(cp),
+        k.campaign_stats(cp),
+        k.campaign_ready(cp),
+        k.campaign_live(cp),
+        k.campaign_rate_log(cp),
+        k.campaign_dials_per_second(cp),
+    ]
     return [key for key in keys if await q.client.exists(key)]
 
 
@@ -330,9 +352,14 @@ async def test_a_completed_campaign_made_by_its_calls_is_forgotten_after_the_ret
     await camps.pause("paused")  # completed, then paused by hand: kept
     # Rows that create nothing (a replay, a conflict, a listed number) leave a completed
     # campaign as it is, and make no campaign of a name not seen before.
-    replay = await q.enqueue_many([call("a1", "auto-done"), call("a2", "auto-done", body_hash="x"),
-                                   call("dnc1", "auto-done", phone_number="+919876500099"),
-                                   call("a1", "never-made")])  # fmt: skip
+    replay = await q.enqueue_many(
+        [
+            call("a1", "auto-done"),
+            call("a2", "auto-done", body_hash="x"),
+            call("dnc1", "auto-done", phone_number="+919876500099"),
+            call("a1", "never-made"),
+        ]
+    )
     assert [r.state.value for r in replay] == ["exists", "conflict", "dnc", "exists"]
     assert "never-made" not in await campaign_ids(q)
     done = {_s(cp) for cp in await q.client.zrange(q.keys.campaigns_done, 0, -1)}

@@ -40,8 +40,9 @@ async def test_a_duration_the_carrier_gives_is_kept(make_queue: MakeQueue) -> No
     assert len((await q.claim(1)).calls) == 1
     answered = await server_now_ms(q)
     await q.event("told", 1, CarrierEvent.ANSWERED, answered_ms=answered)
-    facts = EndFacts(Outcome.COMPLETED, "cid-2", "NORMAL_CLEARING", 17.0, 18.0, None,
-                     answered + 20_000)  # fmt: skip
+    facts = EndFacts(
+        Outcome.COMPLETED, "cid-2", "NORMAL_CLEARING", 17.0, 18.0, None, answered + 20_000
+    )
     await q.ended("told", 1, facts)
     record = await q.get("told")
     assert record is not None and record.attempts[0].duration_s == 17.0

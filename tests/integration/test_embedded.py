@@ -255,8 +255,11 @@ def test_server_does_not_outlive_its_python_process(tmp_path: Path, ending: str)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path), ending],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     server_pid = int(proc.stdout.readline())
     assert not process_gone(server_pid)
@@ -317,8 +320,12 @@ def test_ensure_local_server_starts_once_and_reuses(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
-        capture_output=True, text=True, check=True, env=env, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=30,
+    )
     assert out.stdout.split() == [url, "True"]
 
     client = sync_client(server)
@@ -503,14 +510,18 @@ def test_make_self_signed_tls(tls_files: TlsFiles) -> None:
     assert tls_files.key.stat().st_mode & 0o077 == 0
     text = subprocess.run(
         ["openssl", "x509", "-in", tls_files.cert, "-noout", "-text"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "IP Address:127.0.0.1" in text
     assert "DNS:localhost" in text
     verify = subprocess.run(
         ["openssl", "verify", "-CAfile", tls_files.ca, tls_files.cert],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stderr
 
 
@@ -570,9 +581,13 @@ async def test_tls_round_trip(tls_server: EmbeddedServer, tls_files: TlsFiles) -
     # connect()'s retries: each retry of the plain one waits ~1 s for the server to hang up.)
     def no_retry(ssl: bool) -> redis.asyncio.Redis:
         return redis.asyncio.Redis(
-            host="127.0.0.1", port=tls_server.port, ssl=ssl,
-            retry=Retry(NoBackoff(), 0), socket_timeout=5, socket_connect_timeout=5,
-        )  # fmt: skip
+            host="127.0.0.1",
+            port=tls_server.port,
+            ssl=ssl,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
 
     for client in (no_retry(ssl=False), no_retry(ssl=True)):
         try:

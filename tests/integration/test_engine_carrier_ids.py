@@ -63,14 +63,20 @@ async def test_callbacks_naming_another_call_change_nothing(make_queue: MakeQueu
     assert record is not None and record.attempts[0].carrier_call_id == CALL
     before = await state(q, "c1")
     by_request = await q.event(
-        "c1", 1, CarrierEvent.ENDED, end=EndFacts(Outcome.BUSY, OTHER),
+        "c1",
+        1,
+        CarrierEvent.ENDED,
+        end=EndFacts(Outcome.BUSY, OTHER),
         carrier_ids=(OTHER, REQUEST),
-    )  # fmt: skip
+    )
     assert by_request.code == "mismatch" and await state(q, "c1") == before
     done = await q.event(
-        "c1", 1, CarrierEvent.ENDED, end=EndFacts(Outcome.COMPLETED, CALL, duration_s=3.0),
+        "c1",
+        1,
+        CarrierEvent.ENDED,
+        end=EndFacts(Outcome.COMPLETED, CALL, duration_s=3.0),
         carrier_ids=(CALL, REQUEST),
-    )  # fmt: skip
+    )
     assert done.applied and done.status == CallStatus.COMPLETED
 
 
@@ -101,9 +107,12 @@ async def test_a_late_callback_about_an_earlier_attempt_must_name_it(
     first = await claim_one(q)
     await q.accepted(first, REQUEST)
     busy = await q.event(
-        "c1", 1, CarrierEvent.ENDED, end=EndFacts(Outcome.BUSY, CALL),
+        "c1",
+        1,
+        CarrierEvent.ENDED,
+        end=EndFacts(Outcome.BUSY, CALL),
         carrier_ids=(CALL, REQUEST),
-    )  # fmt: skip
+    )
     assert busy.status == CallStatus.SCHEDULED
     second = await claim_one(q)
     assert second.attempt == 2
@@ -112,9 +121,12 @@ async def test_a_late_callback_about_an_earlier_attempt_must_name_it(
     wrong = await q.event("c1", 1, CarrierEvent.ENDED, end=late, carrier_ids=(OTHER,))
     assert wrong.code == "mismatch" and await state(q, "c1") == before
     right = await q.event(
-        "c1", 1, CarrierEvent.ENDED, end=EndFacts(Outcome.BUSY, CALL, "USER_BUSY"),
+        "c1",
+        1,
+        CarrierEvent.ENDED,
+        end=EndFacts(Outcome.BUSY, CALL, "USER_BUSY"),
         carrier_ids=(CALL,),
-    )  # fmt: skip
+    )
     assert right.code == "stale"
     record = await q.get("c1")
     assert record is not None and record.status == CallStatus.DIALING

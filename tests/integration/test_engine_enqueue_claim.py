@@ -221,8 +221,9 @@ async def test_a_malformed_call_fails_alone_among_concurrent_ones(make_queue: Ma
     q = make_queue(max_live_calls=0, rate_per_second=0)
     bad = CallSpec("bad", own_number(0), config={"max_duration": "half an hour"})
     good = [spec(f"ok{i}", phone_number=own_number(i + 1)) for i in range(20)]
-    results = await asyncio.gather(*(q.enqueue(s) for s in [*good[:10], bad, *good[10:]]),
-                                   return_exceptions=True)  # fmt: skip
+    results = await asyncio.gather(
+        *(q.enqueue(s) for s in [*good[:10], bad, *good[10:]]), return_exceptions=True
+    )
     assert isinstance(results[10], ValueError)
     others = [r for i, r in enumerate(results) if i != 10]
     assert all(isinstance(r, EnqueueResult) and r.state == EnqueueState.CREATED for r in others)
@@ -234,8 +235,9 @@ async def test_concurrent_single_enqueues_keep_their_order(make_queue: MakeQueue
     # for (one connection: scripts run in the order they were sent).
     q = make_queue(max_live_calls=0, rate_per_second=0)
     ids = [f"o{i:03d}" for i in range(150)]
-    await asyncio.gather(*(q.enqueue(spec(i, phone_number=own_number(n)))
-                           for n, i in enumerate(ids)))  # fmt: skip
+    await asyncio.gather(
+        *(q.enqueue(spec(i, phone_number=own_number(n))) for n, i in enumerate(ids))
+    )
     claimed: list[str] = []
     while len(claimed) < len(ids):
         claimed += [c.call_id for c in (await q.claim(50)).calls]

@@ -199,8 +199,13 @@ def windows_around(r0_ms: int) -> list[CallingWindow]:
         return (m0 + 15 + 60 * hours) % 1440
 
     out = []
-    for start, length, days in ((-1, 2, range(7)), (2, 5, range(7)), (-6, 3, range(7)),
-                                (0, 9, range(5)), (-12, 20, (5, 6))):  # fmt: skip
+    for start, length, days in (
+        (-1, 2, range(7)),
+        (2, 5, range(7)),
+        (-6, 3, range(7)),
+        (0, 9, range(5)),
+        (-12, 20, (5, 6)),
+    ):
         s, e = at(start), at(start + length)
         out.append(CallingWindow(frozenset(days), s, e or 1440))
     return out

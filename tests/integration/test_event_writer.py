@@ -150,8 +150,13 @@ async def test_unwritten_events_are_spooled_and_replayed(
 
 def test_spooled_events_keep_every_fact() -> None:
     event = EventCall(
-        "c1", 3, "ended", "tok", "cid",
-        EndFacts(Outcome.BUSY, "cid", "USER_BUSY", 0.0, 0.0, None, 1_700_000_000_000), 12,
+        "c1",
+        3,
+        "ended",
+        "tok",
+        "cid",
+        EndFacts(Outcome.BUSY, "cid", "USER_BUSY", 0.0, 0.0, None, 1_700_000_000_000),
+        12,
         ("cid", "req"),
-    )  # fmt: skip
+    )
     assert event_from_json(event_to_json(event)) == event

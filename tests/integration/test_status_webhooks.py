@@ -19,9 +19,16 @@ SECRET = "s3cret"
 
 
 def calls(campaign: str, n: int, **kw: object) -> list[CallSpec]:
-    return [CallSpec(call_id=f"{campaign}-{i}", phone_number=f"+91987650{i:04d}",
-                     campaign_id=campaign, max_retries=0, **kw)  # type: ignore[arg-type]
-            for i in range(n)]  # fmt: skip
+    return [
+        CallSpec(
+            call_id=f"{campaign}-{i}",
+            phone_number=f"+91987650{i:04d}",
+            campaign_id=campaign,
+            max_retries=0,
+            **kw,
+        )  # type: ignore[arg-type]
+        for i in range(n)
+    ]
 
 
 async def finish_all(q: CallQueue, n: int, outcome: Outcome = Outcome.COMPLETED) -> None:
@@ -146,8 +153,13 @@ async def test_deliveries_that_keep_failing_are_kept_and_can_be_retried(
             assert '"attempts":3' in member and "HTTP 500" in member
             hook.fail_next = 0
             ids = [i.decode() for i in failed]
-            keys = [q.keys.hooks, q.keys.hooks_retry, q.keys.hooks_failed,
-                    q.keys.hooks_failed_index, q.keys.stats]  # fmt: skip
+            keys = [
+                q.keys.hooks,
+                q.keys.hooks_retry,
+                q.keys.hooks_failed,
+                q.keys.hooks_failed_index,
+                q.keys.stats,
+            ]
             for i in ids:
                 fresh = Event.from_member(failed[i.encode()].decode()).member(0, "")
                 assert await q._scripts.hooks(q.client, keys, ["again", i, fresh]) == 1
@@ -165,8 +177,9 @@ async def test_no_secret_no_delivery(make_queue: MakeQueue) -> None:
         await CampaignEngine(q).configure("ns", {"wh": hook.url})
         await q.enqueue(calls("ns", 1)[0])
         await finish_all(q, 1)
-        d = WebhookDeliverer(q, None, consumer="w", first_retry_s=0.05, sweep_s=0.05,
-                             block_ms=100, max_attempts=1)  # fmt: skip
+        d = WebhookDeliverer(
+            q, None, consumer="w", first_retry_s=0.05, sweep_s=0.05, block_ms=100, max_attempts=1
+        )
         await d.start()
         try:
             await wait_for(lambda: _failed(q, 1), 20, "the unsigned delivery to be refused")

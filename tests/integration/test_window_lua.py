@@ -128,7 +128,7 @@ CASES = [
     ("sat 20:00-00:30", ["America/Santiago"], utc(2024, 9, 8, 4, 0), utc(2024, 9, 14, 23, 0)),
     ("sun 00:00-02:00", ["America/Santiago"], utc(2024, 9, 8, 3, 0), utc(2024, 9, 8, 4, 0)),
     ("sun 00:00-02:00", ["America/Havana"], utc(2024, 3, 10, 4, 0), utc(2024, 3, 10, 5, 0)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "zones", "at", "expected"), CASES)

@@ -39,12 +39,14 @@ def opening(text: str, zones: tuple[str, ...], at_ms: int) -> int:
 
 
 def call(call_id: str, zones: tuple[str, ...] = ("UTC",), **kw: object) -> CallSpec:
-    return CallSpec(call_id=call_id, phone_number="+919876500001", campaign_id="w",
-                    time_zones=zones, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return CallSpec(
+        call_id=call_id, phone_number="+919876500001", campaign_id="w", time_zones=zones, **kw
+    )  # type: ignore[arg-type]
 
 
-async def parked(q: CallQueue, specs: list[CallSpec], window: str = "daily 09:00-17:00",
-                 **settings: str) -> CampaignEngine:  # fmt: skip
+async def parked(
+    q: CallQueue, specs: list[CallSpec], window: str = "daily 09:00-17:00", **settings: str
+) -> CampaignEngine:
     """Campaign ``w`` with ``window`` (UTC for numbers of no zone), ``specs`` queued into it and
     claimed at T0 (20:00 UTC: closed), so the window parks them."""
     camps = CampaignEngine(q)
@@ -62,8 +64,9 @@ async def parked(q: CallQueue, specs: list[CallSpec], window: str = "daily 09:00
 async def due_times(q: CallQueue, ids: list[str]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for record in await q.records(ids):
-        out[record.call_id] = record.next_attempt_ms if record.status == CallStatus.SCHEDULED \
-            else None  # fmt: skip
+        out[record.call_id] = (
+            record.next_attempt_ms if record.status == CallStatus.SCHEDULED else None
+        )
     return out
 
 
@@ -105,15 +108,24 @@ async def test_calls_scheduled_for_their_own_time_keep_it(make_queue: MakeQueue)
     q = make_queue(**NO_LIMITS)
     later = T0 + HOUR_MS  # after T0, so never yet seen by a claim: never parked
     earlier = T0 - 600_000  # due by T0: the claim promotes it and the window parks it
-    camps = await parked(q, [call("later", scheduled_at_ms=later),
-                             call("earlier", scheduled_at_ms=earlier), call("plain")])  # fmt: skip
+    camps = await parked(
+        q,
+        [
+            call("later", scheduled_at_ms=later),
+            call("earlier", scheduled_at_ms=earlier),
+            call("plain"),
+        ],
+    )
     before = await due_times(q, ["later", "earlier", "plain"])
     assert before["later"] == later
     assert before["earlier"] == before["plain"] == opening("daily 09:00-17:00", ("UTC",), T0)
     await camps.configure("w", {"win": win("daily 00:00-23:59")}, recheck_budget_s=0)
     assert (await camps.recheck_parked("w", at_ms=T0)).due_now == 2
     assert await due_times(q, ["later", "earlier", "plain"]) == {
-        "later": later, "earlier": None, "plain": None}  # fmt: skip
+        "later": later,
+        "earlier": None,
+        "plain": None,
+    }
     assert sorted(c.call_id for c in (await q.claim(10, at_ms=T0)).calls) == ["earlier", "plain"]
 
 
@@ -123,8 +135,9 @@ async def test_a_retry_moved_into_the_window_keeps_its_delay(make_queue: MakeQue
     camps = CampaignEngine(q)
     hour = datetime.now(UTC).hour
     old = f"daily {(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
-    policy = CampaignRetry(retry_on=frozenset({Outcome.BUSY}), max_retries=2, delay_s=1800,
-                           backoff="linear")  # fmt: skip
+    policy = CampaignRetry(
+        retry_on=frozenset({Outcome.BUSY}), max_retries=2, delay_s=1800, backoff="linear"
+    )
     await camps.configure("w", {"win": win(old), "wtz": "UTC", "rp": policy.encode()})
     await q.register_zones(["UTC"])
     await q.enqueue(call("r"))
@@ -149,7 +162,10 @@ async def test_removing_the_window_queues_every_parked_call(make_queue: MakeQueu
     await camps.configure("w", {"win": ""}, recheck_budget_s=0)
     assert (await camps.recheck_parked("w", at_ms=T0)).due_now == 3
     assert sorted(c.call_id for c in (await q.claim(10, at_ms=T0)).calls) == [
-        "kolkata", "no-zone", "utc"]  # fmt: skip
+        "kolkata",
+        "no-zone",
+        "utc",
+    ]
 
 
 async def test_thousands_of_parked_calls_are_rechecked_in_slices(make_queue: MakeQueue) -> None:
@@ -216,8 +232,9 @@ async def test_cancelling_the_campaign_drops_its_recheck(make_queue: MakeQueue) 
     assert await q.client.hexists(q.keys.window_rechecks, "w")
     assert await camps.cancel("w") == 5
     assert not await q.client.hexists(q.keys.window_rechecks, "w")
-    assert not await q.client.exists(q.keys.campaign_window_parked("w"),
-                                     q.keys.campaign_window_recheck("w"))  # fmt: skip
+    assert not await q.client.exists(
+        q.keys.campaign_window_parked("w"), q.keys.campaign_window_recheck("w")
+    )
     assert await camps.recheck_parked(at_ms=T0) == Recheck(0, 0, 1, True)
 
 
@@ -239,8 +256,7 @@ async def test_a_worker_finishes_a_recheck_its_request_left(
     await camps.configure("w", {"win": win(open_now)}, recheck_budget_s=0)
     assert await q.client.hexists(q.keys.window_rechecks, "w")
     writer = EventWriter(q)
-    profile = SimProfile(ring_s=(0, 0.01), talk_s=(0, 0.02), seed=7,
-                         mix={Outcome.COMPLETED: 1.0})  # fmt: skip
+    profile = SimProfile(ring_s=(0, 0.01), talk_s=(0, 0.02), seed=7, mix={Outcome.COMPLETED: 1.0})
     worker = Dispatcher(q, SimulatedCarrier(writer, profile, tmp_path / "ledger"), writer)
     await worker.start()
     try:

@@ -121,8 +121,11 @@ async def test_a_gone_real_carrier_worker_leaves_its_calls_to_their_callbacks(
     notes = {}
     for call_id in "abc":
         record = await q.get(call_id)
-        assert record is not None and record.status in (CallStatus.DIALING, CallStatus.RINGING,
-                                                        CallStatus.IN_PROGRESS)  # fmt: skip
+        assert record is not None and record.status in (
+            CallStatus.DIALING,
+            CallStatus.RINGING,
+            CallStatus.IN_PROGRESS,
+        )
         notes[call_id] = record.history[-1].note
     assert "slot is held until a callback" in notes["a"]
     assert "callbacks settle it" in notes["b"] and "callbacks settle it" in notes["c"]

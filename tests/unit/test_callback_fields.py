@@ -21,45 +21,77 @@ PLIVO_URL = "https://queue.example.com/api/webhooks/plivo/hangup?call_id=c1&atte
 TWILIO_URL = "https://queue.example.com/api/webhooks/twilio/status?call_id=c1&attempt=1"
 
 _PLIVO_COMMON = {
-    "ALegRequestUUID": REQ, "ALegUUID": CALL, "CallUUID": CALL, "Direction": "outbound",
-    "From": "14155550100", "RequestUUID": REQ, "STIRAttestation": "Not Applicable",
-    "SessionStart": "2026-11-28 10:00:01.123456", "To": "919123456789",
-}  # fmt: skip
+    "ALegRequestUUID": REQ,
+    "ALegUUID": CALL,
+    "CallUUID": CALL,
+    "Direction": "outbound",
+    "From": "14155550100",
+    "RequestUUID": REQ,
+    "STIRAttestation": "Not Applicable",
+    "SessionStart": "2026-11-28 10:00:01.123456",
+    "To": "919123456789",
+}
 PLIVO = {
     "ring": {**_PLIVO_COMMON, "CallStatus": "ringing", "Event": "Ring"},
     "machine": {
-        **_PLIVO_COMMON, "CallStatus": "in-progress", "Event": "MachineDetection",
-        "IfMachine": "continue", "Machine": "true",
+        **_PLIVO_COMMON,
+        "CallStatus": "in-progress",
+        "Event": "MachineDetection",
+        "IfMachine": "continue",
+        "Machine": "true",
     },
     "hangup": {
-        **_PLIVO_COMMON, "AnswerTime": "2026-11-28 10:00:05", "BillDuration": "60",
-        "BillRate": "0.00850", "CallStatus": "completed", "Duration": "42",
-        "EndTime": "2026-11-28 10:00:47", "Event": "Hangup", "HangupCause": "NORMAL_CLEARING",
-        "HangupCauseCode": "4000", "HangupCauseName": "Normal Hangup", "HangupSource": "Callee",
-        "Machine": "true", "ParentAuthID": "MAXXXXXXXXXXXXXXXXXX",
-        "STIRVerification": "Not Applicable", "StartTime": "2026-11-28 10:00:00",
+        **_PLIVO_COMMON,
+        "AnswerTime": "2026-11-28 10:00:05",
+        "BillDuration": "60",
+        "BillRate": "0.00850",
+        "CallStatus": "completed",
+        "Duration": "42",
+        "EndTime": "2026-11-28 10:00:47",
+        "Event": "Hangup",
+        "HangupCause": "NORMAL_CLEARING",
+        "HangupCauseCode": "4000",
+        "HangupCauseName": "Normal Hangup",
+        "HangupSource": "Callee",
+        "Machine": "true",
+        "ParentAuthID": "MAXXXXXXXXXXXXXXXXXX",
+        "STIRVerification": "Not Applicable",
+        "StartTime": "2026-11-28 10:00:00",
         "TotalCost": "0.00850",
     },
-}  # fmt: skip
+}
 _TWILIO_COMMON = {
-    "AccountSid": ACCOUNT, "ApiVersion": "2010-04-01", "CallSid": CALL_SID,
-    "CallbackSource": "call-progress-events", "Called": "+919123456789",
-    "CalledCountry": "IN", "Caller": "+14155550100", "CallerCity": "SAN FRANCISCO",
-    "Direction": "outbound-api", "From": "+14155550100", "SequenceNumber": "3",
-    "Timestamp": "Sat, 28 Nov 2026 10:00:47 +0000", "To": "+919123456789",
-}  # fmt: skip
+    "AccountSid": ACCOUNT,
+    "ApiVersion": "2010-04-01",
+    "CallSid": CALL_SID,
+    "CallbackSource": "call-progress-events",
+    "Called": "+919123456789",
+    "CalledCountry": "IN",
+    "Caller": "+14155550100",
+    "CallerCity": "SAN FRANCISCO",
+    "Direction": "outbound-api",
+    "From": "+14155550100",
+    "SequenceNumber": "3",
+    "Timestamp": "Sat, 28 Nov 2026 10:00:47 +0000",
+    "To": "+919123456789",
+}
 TWILIO = {
     "ringing": {**_TWILIO_COMMON, "CallStatus": "ringing", "SequenceNumber": "1"},
     "completed": {**_TWILIO_COMMON, "CallStatus": "completed", "CallDuration": "42"},
     "busy": {
-        **_TWILIO_COMMON, "CallStatus": "failed", "CallDuration": "0", "ErrorCode": "13224",
+        **_TWILIO_COMMON,
+        "CallStatus": "failed",
+        "CallDuration": "0",
+        "ErrorCode": "13224",
         "SipResponseCode": "404",
     },
     "amd": {
-        "AccountSid": ACCOUNT, "AnsweredBy": "machine_start", "CallSid": CALL_SID,
+        "AccountSid": ACCOUNT,
+        "AnsweredBy": "machine_start",
+        "CallSid": CALL_SID,
         "MachineDetectionDuration": "2300",
     },
-}  # fmt: skip
+}
 
 Form = dict[str, str]
 
@@ -173,9 +205,13 @@ def test_twilio_reshapes_are_refused_or_harmless(case: str) -> None:
 
 def test_the_reshapes_the_issue_saw_are_refused() -> None:
     hangup = {
-        "BillDuration": "5", "CallStatus": "completed", "CallUUID": CALL, "Duration": "5",
-        "HangupCause": "NORMAL_CLEARING", "RequestUUID": REQ,
-    }  # fmt: skip
+        "BillDuration": "5",
+        "CallStatus": "completed",
+        "CallUUID": CALL,
+        "Duration": "5",
+        "HangupCause": "NORMAL_CLEARING",
+        "RequestUUID": REQ,
+    }
     assert plivo_events.checked_form("hangup", hangup.items()) == hangup
     reshaped = {k: v for k, v in hangup.items() if k != "CallStatus"}
     reshaped["BillDuration"] = "5CallStatuscompleted"
@@ -232,11 +268,16 @@ def test_plivo_fields_that_are_not_what_plivo_sends_are_refused(change: Form, fi
 @pytest.mark.parametrize(
     ("kind", "missing"),
     [
-        ("ring", "CallUUID"), ("ring", "RequestUUID"), ("ring", "CallStatus"),
-        ("hangup", "HangupCause"), ("hangup", "Duration"), ("hangup", "BillDuration"),
-        ("machine", "Machine"), ("machine", "CallUUID"),
+        ("ring", "CallUUID"),
+        ("ring", "RequestUUID"),
+        ("ring", "CallStatus"),
+        ("hangup", "HangupCause"),
+        ("hangup", "Duration"),
+        ("hangup", "BillDuration"),
+        ("machine", "Machine"),
+        ("machine", "CallUUID"),
     ],
-)  # fmt: skip
+)
 def test_plivo_required_fields_must_be_present(kind: str, missing: str) -> None:
     form = {k: v for k, v in PLIVO[kind].items() if k != missing}
     with pytest.raises(CallbackFieldError, match=f"^{missing}: missing"):
@@ -310,8 +351,11 @@ def test_twilio_required_fields_and_extras() -> None:
     # An unanswered end need not carry CallDuration; new and SIP extras pass.
     busy = {k: v for k, v in TWILIO["busy"].items() if k != "CallDuration"}
     extras = {
-        "StirVerstat": "TN-Validation-Passed-A", "ParentCallSid": CALL_SID,
-        "SipHeader_X-Campaign": "spring", "QueueTime": "12", "SomethingNew": "1",
-    }  # fmt: skip
+        "StirVerstat": "TN-Validation-Passed-A",
+        "ParentCallSid": CALL_SID,
+        "SipHeader_X-Campaign": "spring",
+        "QueueTime": "12",
+        "SomethingNew": "1",
+    }
     assert twilio_events.checked_form({**busy, **extras}.items()) == {**busy, **extras}
     assert twilio_events.carrier_ids(busy) == (CALL_SID,)

@@ -14,11 +14,15 @@ def test_settings_default_to_none_and_name_the_variable_when_wrong() -> None:
     settings = load_settings(_env_file=None)
     assert settings.durability() == DurabilityOptions(Durability.NONE, 1.0)
     assert not settings.durability().waits
-    chosen = load_settings(_env_file=None, enqueue_durability="replica",
-                           enqueue_durability_timeout=0.25)  # fmt: skip
+    chosen = load_settings(
+        _env_file=None, enqueue_durability="replica", enqueue_durability_timeout=0.25
+    )
     assert chosen.durability() == DurabilityOptions(Durability.REPLICA, 0.25)
-    for name, value in (("enqueue_durability", "disk"), ("enqueue_durability_timeout", 6),
-                        ("enqueue_durability_timeout", 0)):  # fmt: skip
+    for name, value in (
+        ("enqueue_durability", "disk"),
+        ("enqueue_durability_timeout", 6),
+        ("enqueue_durability_timeout", 0),
+    ):
         with pytest.raises(ConfigError, match=name.upper()):
             load_settings(_env_file=None, **{name: value})
 

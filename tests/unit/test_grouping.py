@@ -89,8 +89,9 @@ async def test_a_group_is_capped_and_never_mixes_batch_ids() -> None:
     ]
     await server.sent(grouping.IN_FLIGHT)
     many = grouping.GROUP_MAX + 5
-    waiting = [asyncio.create_task(submit(singles, call(i, "b1" if i % 2 else None)))
-               for i in range(many)]  # fmt: skip
+    waiting = [
+        asyncio.create_task(submit(singles, call(i, "b1" if i % 2 else None))) for i in range(many)
+    ]
     await asyncio.sleep(0)
 
     async def drain() -> None:  # answers every script sent, until every caller has its answer

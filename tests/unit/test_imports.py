@@ -87,9 +87,12 @@ def test_the_row_hash_is_the_single_call_apis() -> None:
     from callqueue.schemas.specs import canonical
 
     request = QueueCallRequest.model_validate(
-        {"phone_number": "+919123456789", "campaign_id": "camp-1",
-         "call_config": {"variables": {"name": "A"}}}
-    )  # fmt: skip
+        {
+            "phone_number": "+919123456789",
+            "campaign_id": "camp-1",
+            "call_config": {"variables": {"name": "A"}},
+        }
+    )
     assert good(row).spec.body_hash == body_hash(canonical(request))
 
 
@@ -108,9 +111,12 @@ def test_bad_rows_name_their_columns() -> None:
     assert [e["loc"] for e in phone.errors] == [["Mobile"]]
     assert "international number" in phone.errors[0]["msg"]
     assert priority.errors == [
-        {"loc": ["Priority"], "msg": "Input should be 'urgent', 'high', 'normal' or 'low'",
-         "type": "enum"}
-    ]  # fmt: skip
+        {
+            "loc": ["Priority"],
+            "msg": "Input should be 'urgent', 'high', 'normal' or 'low'",
+            "type": "enum",
+        }
+    ]
     assert zone.errors[0]["loc"] == ["TimeZone"] and "IANA" in zone.errors[0]["msg"]
     assert retries.errors[0]["loc"] == ["max_retries"]
     assert retries.errors[0]["type"] == "int_type"
@@ -151,8 +157,9 @@ def test_explicit_phone_column_and_renamed_variables() -> None:
     [row] = rows_of(text, mapping)
     assert good(row).spec.config["variables"] == {"name": "John", "City": "Pune"}
     # With every column as well: the listed ones renamed, the others by their header.
-    mapping = ColumnMapping.of(phone_column="Contact", var=["Full Name=name"],
-                               all_columns_as_variables=True)  # fmt: skip
+    mapping = ColumnMapping.of(
+        phone_column="Contact", var=["Full Name=name"], all_columns_as_variables=True
+    )
     [row] = rows_of(text, mapping)
     assert good(row).spec.config["variables"] == {"name": "John", "City": "Pune", "Notes": "x"}
     mapping = ColumnMapping.of(phone_column="Contact", all_columns_as_variables=False)
@@ -176,8 +183,12 @@ def test_default_priority_for_rows_without_one() -> None:
 def test_row_request_is_the_api_body() -> None:
     rows = CsvRows(io.BytesIO(b"phone,priority,max_retries,x\n"), "c")
     body = row_request(rows.columns, "c", ["+919123456789", "HIGH", "3", ""])
-    assert body == {"campaign_id": "c", "phone_number": "+919123456789", "priority": "high",
-                    "max_retries": 3}  # fmt: skip
+    assert body == {
+        "campaign_id": "c",
+        "phone_number": "+919123456789",
+        "priority": "high",
+        "max_retries": 3,
+    }
 
 
 def test_blank_lines_ragged_rows_quotes_and_line_numbers() -> None:

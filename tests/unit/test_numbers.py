@@ -90,9 +90,17 @@ def _parsed(text: str) -> phonenumbers.PhoneNumber | None:
 
 @pytest.mark.parametrize(
     "text",
-    ["+91 91234-56789", "+1 (212) 555-0100", "+44 20 7946 0958", "+٩١٩١٢٣٤٥٦٧٨٩",
-     "+44 7911 123456 ext. 12", "tel:+919123456789", "+91-9123456789", "+"],
-)  # fmt: skip
+    [
+        "+91 91234-56789",
+        "+1 (212) 555-0100",
+        "+44 20 7946 0958",
+        "+٩١٩١٢٣٤٥٦٧٨٩",
+        "+44 7911 123456 ext. 12",
+        "tel:+919123456789",
+        "+91-9123456789",
+        "+",
+    ],
+)
 def test_written_forms_take_the_long_way(text: str) -> None:
     assert plain_e164(text) is None
     assert _parsed(text) == _library(text)
@@ -100,12 +108,14 @@ def test_written_forms_take_the_long_way(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["+3906698812345",  # Italian leading zero: the library sets flags for it
-     "+4407911123456",  # a trunk 0 after the country code
-     "+112125550100",  # NANPA's national prefix 1 after the country code
-     "+999123456",  # no such country code
-     "+9112"],  # too short
-)  # fmt: skip
+    [
+        "+3906698812345",  # Italian leading zero: the library sets flags for it
+        "+4407911123456",  # a trunk 0 after the country code
+        "+112125550100",  # NANPA's national prefix 1 after the country code
+        "+999123456",  # no such country code
+        "+9112",  # too short
+    ],
+)
 def test_what_the_library_may_rewrite_or_refuse_takes_the_long_way(text: str) -> None:
     assert plain_e164(text) is None
     assert _parsed(text) == _library(text)
@@ -129,9 +139,15 @@ def test_type_and_zones_are_the_librarys() -> None:
         assert kind == phonenumbers.number_type(number), number
         assert tuple(time_zones(number)) == tuple(pn_timezone.time_zones_for_number(number)), number
     # Every kind of answer came up: the comparison covered each branch.
-    assert {PhoneNumberType.UNKNOWN, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE,
-            PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.TOLL_FREE,
-            PhoneNumberType.PREMIUM_RATE, PhoneNumberType.VOIP} <= kinds  # fmt: skip
+    assert {
+        PhoneNumberType.UNKNOWN,
+        PhoneNumberType.MOBILE,
+        PhoneNumberType.FIXED_LINE,
+        PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        PhoneNumberType.TOLL_FREE,
+        PhoneNumberType.PREMIUM_RATE,
+        PhoneNumberType.VOIP,
+    } <= kinds
 
 
 @pytest.mark.parametrize(

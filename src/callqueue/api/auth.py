@@ -28,9 +28,18 @@ SEND_KEY = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 UNAUTHORIZED = f"missing or wrong API key: {SEND_KEY}"
 #: Query parameters that look like credentials (compared in lower case, '-' read as '_').
 CREDENTIAL_PARAMS = frozenset(
-    {"api_key", "apikey", "x_api_key", "key", "token", "access_token", "auth", "authorization",
-     "bearer"}
-)  # fmt: skip
+    {
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "key",
+        "token",
+        "access_token",
+        "auth",
+        "authorization",
+        "bearer",
+    }
+)
 CREDENTIALS_IN_QUERY = f"credentials are not accepted in the URL, which ends up in logs: {SEND_KEY}"
 REDACTED = "[redacted]"
 
@@ -46,8 +55,7 @@ def key_matches(given: str, keys: list[str]) -> bool:
 
 def authorized(headers: Mapping[str, str], keys: list[str]) -> bool:
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    candidates = [token.strip() if scheme.lower() == "bearer" else "",
-                  headers.get("x-api-key", "")]  # fmt: skip
+    candidates = [token.strip() if scheme.lower() == "bearer" else "", headers.get("x-api-key", "")]
     return any(key_matches(c, keys) for c in candidates if c)
 
 
@@ -136,36 +144,57 @@ class ApiKeyGate:
 
 def header_map(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name (the last one of a name wins)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in scope.get("headers") or []}  # fmt: skip
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
 
 
 async def send_unauthorized(send: Send) -> None:
     """The 401 answer."""
-    await _send_error(send, 401, ["header", "Authorization"], UNAUTHORIZED, "unauthorized",
-                      [(b"www-authenticate", b"Bearer")])  # fmt: skip
+    await _send_error(
+        send,
+        401,
+        ["header", "Authorization"],
+        UNAUTHORIZED,
+        "unauthorized",
+        [(b"www-authenticate", b"Bearer")],
+    )
 
 
 async def _send_error(
-    send: Send, status: int, loc: list[str], msg: str, kind: str,
+    send: Send,
+    status: int,
+    loc: list[str],
+    msg: str,
+    kind: str,
     headers: Sequence[tuple[bytes, bytes]] = (),
-) -> None:  # fmt: skip
+) -> None:
     body = orjson.dumps({"detail": [{"loc": loc, "msg": msg, "type": kind}]})
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), *headers],
-    })  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 SECURITY_SCHEMES: dict[str, Any] = {
-    "HTTPBearer": {"type": "http", "scheme": "bearer",
-                   "description": "One of the keys in API_KEYS."},
-    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                     "description": "One of the keys in API_KEYS."},
-}  # fmt: skip
+    "HTTPBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "One of the keys in API_KEYS.",
+    },
+    "APIKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "One of the keys in API_KEYS.",
+    },
+}
 
 
 def add_security_to_openapi(schema: dict[str, Any]) -> None:

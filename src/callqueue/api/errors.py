@@ -25,7 +25,6 @@ from callqueue.schemas.validation import Loc, clean_errors
 log = logging.getLogger(__name__)
 
 
-
 class ErrorDetail(BaseModel):
     loc: list[str | int] = Field(
         ..., description="Path of the field at fault.", examples=[["body", "phone_number"]]
@@ -140,8 +139,13 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed",
-             408: READ_TIMEOUT, 413: "too_large"}  # fmt: skip
+    kinds = {
+        400: "invalid_body",
+        404: "not_found",
+        405: "method_not_allowed",
+        408: READ_TIMEOUT,
+        413: "too_large",
+    }
     loc = ("body",) if exc.status_code in (400, 408, 413) else ()
     if exc.status_code == 400:  # FastAPI could not read the JSON at all
         detail = "the body is not readable JSON (invalid UTF-8, or nested too deeply)"

@@ -74,9 +74,10 @@ class BodySizeLimit:
             await send_too_large(send, limit)
             return
         await self.app(
-            scope, capped_receive(receive, limit, lambda: HTTPException(413, too_large_msg(limit))),
+            scope,
+            capped_receive(receive, limit, lambda: HTTPException(413, too_large_msg(limit))),
             send,
-        )  # fmt: skip
+        )
 
 
 async def send_too_large(send: Send, limit: int) -> None:

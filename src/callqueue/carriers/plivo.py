@@ -69,9 +69,11 @@ class PlivoCarrier:
     def __init__(self, config: PlivoConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
         self._client = client or carrier_client(
-            config.api_url, (config.auth_id, config.auth_token), config.timeout_s,
+            config.api_url,
+            (config.auth_id, config.auth_token),
+            config.timeout_s,
             config.max_connections,
-        )  # fmt: skip
+        )
         self._calls = f"/v1/Account/{config.auth_id}/Call/"
 
     def request_body(self, request: DialRequest) -> dict[str, Any]:

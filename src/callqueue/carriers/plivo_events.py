@@ -49,8 +49,15 @@ from callqueue.carriers.callback_fields import (
 from callqueue.models import CarrierEvent, EndFacts, Outcome
 
 STATUSES = (
-    "ringing", "in-progress", "completed", "busy", "failed", "timeout", "no-answer", "cancel",
-)  # fmt: skip
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "timeout",
+    "no-answer",
+    "cancel",
+)
 #: What a hangup callback may say: the call is over.
 ENDED_STATUSES = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel"})
 RING_STATUSES = frozenset({"ringing", "in-progress"})
@@ -80,17 +87,33 @@ _FIELDS: dict[str, Check | None] = {
     "TotalCost": decimal,
     **dict.fromkeys(
         (
-            "From", "To", "CallerName", "ForwardedFrom", "HangupCauseName", "HangupSource",
-            "STIRAttestation", "STIRVerification", "stir_verification", "ParentAuthID",
+            "From",
+            "To",
+            "CallerName",
+            "ForwardedFrom",
+            "HangupCauseName",
+            "HangupSource",
+            "STIRAttestation",
+            "STIRVerification",
+            "stir_verification",
+            "ParentAuthID",
         ),
         None,
     ),
-}  # fmt: skip
+}
 #: The fields the engine reads (see :func:`callback_event`).
 ENGINE_FIELDS = (
-    "CallUUID", "RequestUUID", "CallStatus", "HangupCause", "HangupCauseCode", "Duration",
-    "BillDuration", "AnswerTime", "EndTime", "Machine",
-)  # fmt: skip
+    "CallUUID",
+    "RequestUUID",
+    "CallStatus",
+    "HangupCause",
+    "HangupCauseCode",
+    "Duration",
+    "BillDuration",
+    "AnswerTime",
+    "EndTime",
+    "Machine",
+)
 RULES = FormRules(
     carrier="Plivo",
     fields=_FIELDS,
@@ -100,10 +123,15 @@ RULES = FormRules(
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "ring": ("CallUUID", "RequestUUID", "CallStatus"),
     "hangup": (
-        "CallUUID", "RequestUUID", "CallStatus", "HangupCause", "Duration", "BillDuration",
+        "CallUUID",
+        "RequestUUID",
+        "CallStatus",
+        "HangupCause",
+        "Duration",
+        "BillDuration",
     ),
     "machine": ("CallUUID", "RequestUUID", "CallStatus", "Machine"),
-}  # fmt: skip
+}
 
 
 def checked_form(kind: str, items: Iterable[tuple[str, str]]) -> dict[str, str]:

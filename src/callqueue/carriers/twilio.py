@@ -103,9 +103,12 @@ class TwilioCarrier:
     def __init__(self, config: TwilioConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
         self._client = client or carrier_client(
-            config.api_url, (config.account_sid, config.auth_token), config.timeout_s,
-            config.max_connections, {"Accept": "application/json"},
-        )  # fmt: skip
+            config.api_url,
+            (config.account_sid, config.auth_token),
+            config.timeout_s,
+            config.max_connections,
+            {"Accept": "application/json"},
+        )
         self._account = f"/{API_VERSION}/Accounts/{config.account_sid}"
 
     def request_body(self, request: DialRequest) -> dict[str, str | list[str]]:

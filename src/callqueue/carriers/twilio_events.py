@@ -56,13 +56,25 @@ from callqueue.carriers.callback_fields import (
 from callqueue.models import CarrierEvent, EndFacts, Outcome
 
 STATUSES = (
-    "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer",
-    "failed", "canceled",
-)  # fmt: skip
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+)
 ANSWERED_BY = (
-    "human", "unknown", "fax", "machine_start", "machine_end_beep", "machine_end_silence",
+    "human",
+    "unknown",
+    "fax",
+    "machine_start",
+    "machine_end_beep",
+    "machine_end_silence",
     "machine_end_other",
-)  # fmt: skip
+)
 _CALL_SID = pattern(r"CA[0-9a-fA-F]{32}")
 _RFC2822 = pattern(
     r"((Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -80,8 +92,11 @@ def _timestamp(value: str) -> bool:
     return True
 
 
-_PLACES = [f"{who}{what}" for who in ("From", "To", "Called", "Caller") for what in (
-    "", "City", "State", "Zip", "Country")]  # fmt: skip
+_PLACES = [
+    f"{who}{what}"
+    for who in ("From", "To", "Called", "Caller")
+    for what in ("", "City", "State", "Zip", "Country")
+]
 _FIELDS: dict[str, Check | None] = {
     "AccountSid": pattern(r"AC[0-9a-fA-F]{32}"),
     "AnsweredBy": one_of(*ANSWERED_BY),
@@ -91,7 +106,10 @@ _FIELDS: dict[str, Check | None] = {
     "CallStatus": one_of(*STATUSES),
     "CallbackSource": pattern(r"[a-z][a-z0-9-]{0,63}"),
     "Direction": one_of(
-        "inbound", "outbound-api", "outbound-dial", "trunking-terminating",
+        "inbound",
+        "outbound-api",
+        "outbound-dial",
+        "trunking-terminating",
         "trunking-originating",
     ),
     "Duration": integer(0, 7 * 24 * 60),
@@ -104,17 +122,31 @@ _FIELDS: dict[str, Check | None] = {
     "Timestamp": _timestamp,
     **dict.fromkeys(
         (
-            *_PLACES, "CallerName", "ForwardedFrom", "CallToken", "ErrorMessage",
-            "RecordingUrl", "RecordingDuration", "QueueTime", "StirVerstat", "StirPassportToken",
+            *_PLACES,
+            "CallerName",
+            "ForwardedFrom",
+            "CallToken",
+            "ErrorMessage",
+            "RecordingUrl",
+            "RecordingDuration",
+            "QueueTime",
+            "StirVerstat",
+            "StirPassportToken",
         ),
         None,
     ),
-}  # fmt: skip
+}
 #: The fields the engine reads (see :func:`callback_events`).
 ENGINE_FIELDS = (
-    "CallSid", "CallStatus", "AnsweredBy", "CallDuration", "Duration", "Timestamp",
-    "ErrorCode", "SipResponseCode",
-)  # fmt: skip
+    "CallSid",
+    "CallStatus",
+    "AnsweredBy",
+    "CallDuration",
+    "Duration",
+    "Timestamp",
+    "ErrorCode",
+    "SipResponseCode",
+)
 RULES = FormRules(
     carrier="Twilio",
     fields=_FIELDS,

@@ -74,9 +74,15 @@ class CampaignRetry:
         mode = "lin" if self.backoff == "linear" else "exp"
         mr = "" if self.max_retries is None else str(self.max_retries)
         return "|".join(
-            [",".join(on), mr, str(int(self.delay_s * 1000)), mode, repr(self.factor),
-             str(int(self.max_delay_s * 1000))]
-        )  # fmt: skip
+            [
+                ",".join(on),
+                mr,
+                str(int(self.delay_s * 1000)),
+                mode,
+                repr(self.factor),
+                str(int(self.max_delay_s * 1000)),
+            ]
+        )
 
     @classmethod
     def decode(cls, text: str) -> CampaignRetry:

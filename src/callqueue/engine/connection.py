@@ -27,8 +27,14 @@ from callqueue.engine.lean import LeanPool
 from callqueue.engine.packing import CONNECTION_CLASSES
 
 __all__ = [
-    "AsyncClient", "SyncClient", "connect", "connect_sync", "describe", "ping", "server_version",
-]  # fmt: skip
+    "AsyncClient",
+    "SyncClient",
+    "connect",
+    "connect_sync",
+    "describe",
+    "ping",
+    "server_version",
+]
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster

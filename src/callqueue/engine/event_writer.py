@@ -246,8 +246,11 @@ class EventWriter:
                 if tries in (1, 10) or tries % 100 == 0:
                     log.warning(
                         "%d carrier events not written (Redis: %s); try %d in %.2fs",
-                        len(batch), exc, tries + 1, delay,
-                    )  # fmt: skip
+                        len(batch),
+                        exc,
+                        tries + 1,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
         if tries:
             log.warning("%d carrier events written after %d tries", len(batch), tries + 1)
@@ -274,8 +277,12 @@ class EventWriter:
     def _keep(self, call: EventCall, why: str) -> None:
         log.error(
             "carrier event %s of %s attempt %d not applied (%s): kept, tried again in %.0fs",
-            call.kind, call.call_id, call.attempt, why, self.retry_failed_s,
-        )  # fmt: skip
+            call.kind,
+            call.call_id,
+            call.attempt,
+            why,
+            self.retry_failed_s,
+        )
         self._failed.append(call)
 
     @staticmethod
@@ -326,5 +333,7 @@ class EventWriter:
         for call in left:
             log.error(
                 "carrier event %s of %s attempt %d not written at stop (no spool configured)",
-                call.kind, call.call_id, call.attempt,
-            )  # fmt: skip
+                call.kind,
+                call.call_id,
+                call.attempt,
+            )

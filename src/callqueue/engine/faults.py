@@ -107,6 +107,9 @@ async def retry_transient(
             log.log(
                 logging.WARNING if loud else logging.DEBUG,
                 "%s: Redis unavailable (%s); try %d in %.2fs",
-                what, exc, failures + 1, delay,
-            )  # fmt: skip
+                what,
+                exc,
+                failures + 1,
+                delay,
+            )
             await asyncio.sleep(delay)

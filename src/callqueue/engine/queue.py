@@ -228,7 +228,7 @@ class CallQueue:
             spec.campaign_id or "",
             ",".join(spec.time_zones),
             spec.webhook_url or "",
-        ]  # fmt: skip
+        ]
         return spec, self.keys.call(spec.call_id), args
 
     def _enqueue_call(
@@ -426,9 +426,20 @@ class CallQueue:
             ids = " ".join(ev.carrier_ids)
             if e is None:
                 args += [
-                    ev.call_id, ev.attempt, ev.kind, ev.token, ev.carrier_call_id,
-                    "", "", "", "", "" if answered is None else answered, "", 0, ids,
-                ]  # fmt: skip
+                    ev.call_id,
+                    ev.attempt,
+                    ev.kind,
+                    ev.token,
+                    ev.carrier_call_id,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "" if answered is None else answered,
+                    "",
+                    0,
+                    ids,
+                ]
             else:
                 args += [
                     ev.call_id,

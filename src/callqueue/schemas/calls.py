@@ -131,9 +131,12 @@ def http_url(value: str | None) -> str | None:
 
 
 MACHINE_DETECTION_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "boolean"}, {"enum": ["true", "false", "hangup"], "type": "string"},
-              {"type": "null"}],
-}  # fmt: skip
+    "anyOf": [
+        {"type": "boolean"},
+        {"enum": ["true", "false", "hangup"], "type": "string"},
+        {"type": "null"},
+    ],
+}
 
 
 class CallConfig(BaseModel):

@@ -25,20 +25,27 @@ class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     retry_on: list[Outcome] | None = Field(
-        None, description=f"Outcomes retried: any of {RETRYABLE} ([]: none). Absent: the "
-        "queue's RETRY_ON.", examples=[["busy", "no_answer"]],
-    )  # fmt: skip
+        None,
+        description=f"Outcomes retried: any of {RETRYABLE} ([]: none). Absent: the "
+        "queue's RETRY_ON.",
+        examples=[["busy", "no_answer"]],
+    )
     max_retries: int | None = Field(
-        None, ge=0, le=10, strict=True,
+        None,
+        ge=0,
+        le=10,
+        strict=True,
         description="Further attempts per call (0-10); absent: each call's own max_retries "
         "(3 when it sets none). A call's explicit max_retries wins.",
         examples=[2],
-    )  # fmt: skip
+    )
     delay_seconds: float | None = Field(
-        None, ge=0, le=7 * 86_400,
+        None,
+        ge=0,
+        le=7 * 86_400,
         description="Wait before the first retry. Absent: the queue's RETRY_BASE_DELAY.",
         examples=[300],
-    )  # fmt: skip
+    )
     backoff: Literal["linear", "exponential"] = Field(
         "exponential",
         description="linear: delay x attempt number; exponential: delay x factor^(attempt-1).",
@@ -94,50 +101,65 @@ class CampaignSettings(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200, description="Display name.")
     max_concurrent_calls: int | None = Field(
-        None, ge=0, le=100_000, strict=True,
+        None,
+        ge=0,
+        le=100_000,
+        strict=True,
         description="Cap on this campaign's live calls (0 or null: none), on top of "
-        "MAX_CONCURRENT_CALLS.", examples=[20],
-    )  # fmt: skip
+        "MAX_CONCURRENT_CALLS.",
+        examples=[20],
+    )
     rate_limit_per_second: float | None = Field(
-        None, ge=0, le=10_000,
+        None,
+        ge=0,
+        le=10_000,
         description="This campaign's dials per second (0 or null: none), on top of "
-        "RATE_LIMIT_PER_SECOND; fractions allowed (0.5 = one dial every 2 s).", examples=[2],
-    )  # fmt: skip
+        "RATE_LIMIT_PER_SECOND; fractions allowed (0.5 = one dial every 2 s).",
+        examples=[2],
+    )
     weight: float | None = Field(
-        None, gt=0, le=1000,
+        None,
+        gt=0,
+        le=1000,
         description="Share of turns against other campaigns of the same priority (default 1: "
-        "equal turns; 3: three dials for every one of a weight-1 campaign).", examples=[1],
-    )  # fmt: skip
+        "equal turns; 3: three dials for every one of a weight-1 campaign).",
+        examples=[1],
+    )
     calling_window: str | None = Field(
-        None, max_length=100,
+        None,
+        max_length=100,
         description="When calls may be placed, in the callee's local time: `tcpa` (every day "
         "08:00-21:00, US), `trai` (every day 09:00-21:00, India), or days and hours such as "
         "`mon-sat 09:00-21:00` (ranges may cross midnight: `fri-sat 22:00-02:00`). A number "
         "spanning several time zones is called only when the window is open in all of them.",
         examples=["mon-sat 09:00-21:00"],
-    )  # fmt: skip
+    )
     calling_window_timezone: str | None = Field(
-        None, max_length=64,
+        None,
+        max_length=64,
         description="IANA time zone used for numbers whose zone is unknown (and no per-call "
         "`timezone`); without it such numbers are not called while a window is set.",
         examples=["Asia/Kolkata"],
-    )  # fmt: skip
+    )
     retry: RetrySettings | None = Field(
         None, description="Retry policy by outcome; absent: the queue's (RETRY_* settings)."
     )
     call_config: CallConfig | None = Field(
-        None, description="Defaults for the campaign's calls; a call's own call_config fields "
+        None,
+        description="Defaults for the campaign's calls; a call's own call_config fields "
         "win (variables are merged key by key).",
-    )  # fmt: skip
+    )
     webhook_url: str | None = Field(
-        None, max_length=2048,
+        None,
+        max_length=2048,
         description="http(s) URL told (signed POST) of each call's final status, and when the "
         "campaign completes; a call's own webhook_url wins for that call.",
         examples=["https://backend.example.com/hooks/calls"],
-    )  # fmt: skip
+    )
     webhook_events: Literal["final", "all"] | None = Field(
-        None, description="final (default): final statuses only; all: every status change.",
-    )  # fmt: skip
+        None,
+        description="final (default): final statuses only; all: every status change.",
+    )
 
     @field_validator("webhook_url")
     @classmethod
@@ -192,9 +214,13 @@ class NewCampaign(CampaignSettings):
     """A campaign to create."""
 
     campaign_id: str = Field(
-        ..., min_length=1, max_length=128, pattern=ID_PATTERN,
-        description="Its id: the `campaign_id` its calls carry.", examples=["campaign-123"],
-    )  # fmt: skip
+        ...,
+        min_length=1,
+        max_length=128,
+        pattern=ID_PATTERN,
+        description="Its id: the `campaign_id` its calls carry.",
+        examples=["campaign-123"],
+    )
 
 
 def sent_config(config: CallConfig) -> dict[str, Any]:
@@ -238,10 +264,11 @@ def settings_view(fields: dict[str, str]) -> dict[str, Any]:
 
 class ProgressView(BaseModel):
     counts: dict[str, int] = Field(
-        ..., description="Calls by status: queued, scheduled (waiting for a time: scheduled_at, "
+        ...,
+        description="Calls by status: queued, scheduled (waiting for a time: scheduled_at, "
         "a retry, or the calling window), dialing, ringing and in_progress now (as "
         "/api/calls/active shows them); completed, failed and cancelled in all.",
-    )  # fmt: skip
+    )
     open_calls: int = Field(..., description="Calls not final yet.")
     live_calls: int = Field(..., description="Calls holding a live-call slot now.")
     attempts: int = Field(..., description="Attempts that ended.")
@@ -254,24 +281,27 @@ class ProgressView(BaseModel):
     )
     dial_rate_per_second: float = Field(..., description="Dials started, last minute's mean.")
     expected_finish_at: datetime | None = Field(
-        None, description="When every open call will have been dialed again at the last "
+        None,
+        description="When every open call will have been dialed again at the last "
         "minute's pace (null: nothing dialed in that minute).",
-    )  # fmt: skip
+    )
 
 
 class SettingsView(CampaignSettings):
     call_config: dict[str, Any] | None = Field(  # type: ignore[assignment]
-        None, description="Defaults for the campaign's calls, as given (a call's own "
+        None,
+        description="Defaults for the campaign's calls, as given (a call's own "
         "call_config fields win; variables are merged key by key).",
-    )  # fmt: skip
+    )
 
 
 class CampaignView(BaseModel):
     campaign_id: str = Field(..., description="Its id.", examples=["campaign-123"])
     status: str = Field(
-        ..., description="active, paused, cancelled, or completed (every call final).",
+        ...,
+        description="active, paused, cancelled, or completed (every call final).",
         examples=["active"],
-    )  # fmt: skip
+    )
     settings: SettingsView = Field(..., description="As set (null: the default).")
     created_at: datetime = Field(..., description="When it was created.")
     progress: ProgressView = Field(..., description="Where it stands.")

@@ -22,25 +22,29 @@ def at_or_none(ms: int | None) -> datetime | None:
 
 class QueuedCall(BaseModel):
     call_id: str = Field(
-        ..., description="The call's id: custom_call_id, or one made for it.",
+        ...,
+        description="The call's id: custom_call_id, or one made for it.",
         examples=["call-456"],
-    )  # fmt: skip
+    )
     status: CallStatus = Field(
-        ..., description="Its status now: queued, or scheduled when due later.",
+        ...,
+        description="Its status now: queued, or scheduled when due later.",
         examples=["queued"],
-    )  # fmt: skip
+    )
     priority: Priority = Field(..., description="As queued.", examples=["normal"])
     scheduled_at: datetime | None = Field(
-        None, description="When the call is due; null: as soon as possible.",
+        None,
+        description="When the call is due; null: as soon as possible.",
         examples=["2025-01-15T14:30:00Z"],
-    )  # fmt: skip
+    )
     phone_number: str = Field(
         ..., description="The number called, in E.164 form.", examples=["+919123456789"]
     )
     created: bool = Field(
-        ..., description="False when the call was queued before by the same request: nothing "
+        ...,
+        description="False when the call was queued before by the same request: nothing "
         "was queued twice.",
-    )  # fmt: skip
+    )
 
 
 class AttemptView(BaseModel):
@@ -91,13 +95,15 @@ class CallView(BaseModel):
         ..., description="As queued (normalised); the voice bot reads `variables` from here."
     )
     max_retries: int | None = Field(
-        ..., description="Further attempts allowed after the first; null: the campaign's retry "
+        ...,
+        description="Further attempts allowed after the first; null: the campaign's retry "
         "policy decides (3 when it sets none).",
-    )  # fmt: skip
+    )
     time_zones: list[str] = Field(
-        ..., description="The callee's time zones, for calling windows (empty: unknown).",
+        ...,
+        description="The callee's time zones, for calling windows (empty: unknown).",
         examples=[["Asia/Kolkata"]],
-    )  # fmt: skip
+    )
     scheduled_at: datetime | None = Field(None, description="As queued.")
     created_at: datetime = Field(..., description="When it was queued.")
     updated_at: datetime = Field(..., description="Last change.")
@@ -130,9 +136,10 @@ class CallView(BaseModel):
             next_attempt_at=at_or_none(record.next_attempt_ms),
             cancel_requested=record.cancel_requested,
             attempts=[AttemptView.of(a) for a in record.attempts],
-            history=[HistoryView(at=at(h.at_ms), status=h.status, note=h.note)
-                     for h in record.history],
-        )  # fmt: skip
+            history=[
+                HistoryView(at=at(h.at_ms), status=h.status, note=h.note) for h in record.history
+            ],
+        )
 
 
 class CancelView(BaseModel):
@@ -142,9 +149,10 @@ class CancelView(BaseModel):
     )
     cancelled: bool = Field(..., description="True when the call is cancelled already.")
     hangup_requested: bool = Field(
-        ..., description="True for a live call: the carrier is asked to hang up; the call "
+        ...,
+        description="True for a live call: the carrier is asked to hang up; the call "
         "then ends as cancelled and is never retried.",
-    )  # fmt: skip
+    )
 
 
 class ActiveCallView(BaseModel):
@@ -205,9 +213,10 @@ class QueueStatusView(BaseModel):
     paused: bool = Field(..., description="Dispatch is paused: nothing new is dialed.")
     pending: int = Field(..., description="Calls waiting: queued + scheduled.")
     counts: dict[str, int] = Field(
-        ..., description="Calls by status: queued, scheduled and live ones now; completed, "
+        ...,
+        description="Calls by status: queued, scheduled and live ones now; completed, "
         "failed and cancelled since the queue began.",
-    )  # fmt: skip
+    )
     queued_by_priority: dict[str, int] = Field(..., description="Queued calls by priority.")
     scheduled: int = Field(..., description="Calls waiting for a time (scheduled_at, retry).")
     live_calls: LiveCallsView = Field(..., description="Live calls against the cap.")

@@ -57,9 +57,10 @@ class BatchView(BaseModel):
     total: int = Field(..., description="Calls queued in the batch.")
     done: bool = Field(..., description="Every call of the batch is final (or expired).")
     counts: dict[str, int] = Field(
-        ..., description="Calls by status, plus `expired`: finished calls removed by "
+        ...,
+        description="Calls by status, plus `expired`: finished calls removed by "
         "retention (RETENTION_SECONDS).",
-    )  # fmt: skip
+    )
 
     @classmethod
     def of(cls, c: BatchCounts) -> BatchView:
@@ -104,9 +105,12 @@ def _conflict(row: BulkRow) -> RowRejection:
 
 
 def _answer(
-    batch_id: str, total: int, good: list[BulkRow], results: list[EnqueueResult],
+    batch_id: str,
+    total: int,
+    good: list[BulkRow],
+    results: list[EnqueueResult],
     rejected: list[RowRejection],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The answer (shaped as BulkQueued), built as plain data: for 10,000 rows, building and
     then validating the pydantic model again cost more than queuing them."""
     call_ids: list[str | None] = [None] * total
@@ -116,13 +120,19 @@ def _answer(
             rejected.append(_conflict(row))
             continue
         if result.state == EnqueueState.DNC:
-            error = {"loc": ["phone_number"], "msg": "is on the do-not-call list",
-                     "type": "do_not_call"}  # fmt: skip
+            error = {
+                "loc": ["phone_number"],
+                "msg": "is on the do-not-call list",
+                "type": "do_not_call",
+            }
             rejected.append(RowRejection(row.index, [error]))
             continue
         if result.state == EnqueueState.CAMPAIGN_CANCELLED:
-            error = {"loc": ["campaign_id"], "msg": "the campaign is cancelled",
-                     "type": "campaign_cancelled"}  # fmt: skip
+            error = {
+                "loc": ["campaign_id"],
+                "msg": "the campaign is cancelled",
+                "type": "campaign_cancelled",
+            }
             rejected.append(RowRejection(row.index, [error]))
             continue
         call_ids[row.index] = result.call_id
@@ -147,13 +157,15 @@ def _answer(
     response_model=BulkQueued,
     openapi_extra=BULK_BODY_DOC,
     responses={
-        200: {"model": BulkQueued, "description": "Nothing new queued: every valid row was "
-              "queued before (a replay)."},
+        200: {
+            "model": BulkQueued,
+            "description": "Nothing new queued: every valid row was queued before (a replay).",
+        },
         413: error_doc(f"Body over 16 MB, or more than {MAX_BULK_CALLS} calls."),
         422: error_doc("The body is not a batch, or no row is valid (paths name each row)."),
         503: NOT_DURABLE_DOC,
     },
-)  # fmt: skip
+)
 async def bulk_queue(request: Request) -> Response:
     """Queues up to 10,000 calls. Each row is checked on its own: valid rows are queued even
     when others are refused; `call_ids` lists the id of each row in input order (null when

@@ -54,8 +54,9 @@ class CancelledView(BaseModel):
 async def _view(queue: CallQueue, campaign_id: str) -> CampaignView:
     (state,) = await campaign_states(queue, [campaign_id])
     if state is None:
-        raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
-                       "not_found")  # fmt: skip
+        raise ApiError(
+            404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"), "not_found"
+        )
     return CampaignView.of(state)
 
 
@@ -79,8 +80,12 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
     create theirs with default settings (the seed's usage)."""
     _check_webhook(request, body)
     if await CampaignEngine(queue).exists(body.campaign_id):
-        raise ApiError(409, f"campaign {body.campaign_id!r} exists; change it with PATCH",
-                       ("body", "campaign_id"), "conflict")  # fmt: skip
+        raise ApiError(
+            409,
+            f"campaign {body.campaign_id!r} exists; change it with PATCH",
+            ("body", "campaign_id"),
+            "conflict",
+        )
     sent = body.model_fields_set - {"campaign_id"}
     stored = body.stored(sent, queue.options.retry)
     await CampaignEngine(queue).configure(body.campaign_id, stored)
@@ -121,8 +126,9 @@ async def patch_campaign(
     after the answer (the workers finish them)."""
     _check_webhook(request, body)
     if not await CampaignEngine(queue).exists(campaign_id):
-        raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
-                       "not_found")  # fmt: skip
+        raise ApiError(
+            404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"), "not_found"
+        )
     stored = body.stored(body.model_fields_set, queue.options.retry)
     await CampaignEngine(queue).configure(campaign_id, stored)
     _forget_defaults(request, campaign_id)
@@ -134,12 +140,17 @@ async def _lifecycle(queue: CallQueue, campaign_id: str, op: str) -> CampaignVie
     try:
         await (engine.pause if op == "pause" else engine.resume)(campaign_id)
     except CampaignNotFound:
-        raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
-                       "not_found") from None  # fmt: skip
+        raise ApiError(
+            404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"), "not_found"
+        ) from None
     except CampaignStateConflict as exc:
-        raise ApiError(409, f"{exc}; its calls not yet dialed were ended and new calls naming "
-                       "it are refused (queue them under a new campaign)",
-                       ("path", "campaign_id"), "conflict") from None  # fmt: skip
+        raise ApiError(
+            409,
+            f"{exc}; its calls not yet dialed were ended and new calls naming "
+            "it are refused (queue them under a new campaign)",
+            ("path", "campaign_id"),
+            "conflict",
+        ) from None
     return await _view(queue, campaign_id)
 
 
@@ -171,8 +182,9 @@ async def cancel_campaign(queue: QueueDep, campaign_id: CampaignId) -> Cancelled
     try:
         done = await CampaignEngine(queue).cancel(campaign_id)
     except CampaignNotFound:
-        raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
-                       "not_found") from None  # fmt: skip
+        raise ApiError(
+            404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"), "not_found"
+        ) from None
     return CancelledView(campaign_id=campaign_id, status="cancelled", cancelled_calls=done)
 
 
@@ -200,45 +212,53 @@ IMPORT_BODY_DOC: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "The CSV file."},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The CSV file.",
+                        },
                     },
                 },
             },
             "text/csv": {"schema": {"type": "string"}, "example": SEED_CSV},
         },
     }
-}  # fmt: skip
+}
 
 
 class ImportRejection(BaseModel):
     line: int = Field(..., description="Line of the row in the file (the header is line 1).")
     kind: str = Field(
-        ..., description="invalid, dnc (number on the do-not-call list), conflict (its call id "
+        ...,
+        description="invalid, dnc (number on the do-not-call list), conflict (its call id "
         "was queued before with other values) or campaign_cancelled.",
-    )  # fmt: skip
+    )
     errors: list[ErrorDetail] = Field(
-        ..., description="What is wrong; `loc` names the CSV column when the value came from "
-        "one (else the call field, e.g. [\"call_config\", \"variables\"]).",
-    )  # fmt: skip
+        ...,
+        description="What is wrong; `loc` names the CSV column when the value came from "
+        'one (else the call field, e.g. ["call_config", "variables"]).',
+    )
 
 
 class ImportAnswer(BaseModel):
     campaign_id: str = Field(..., description="The campaign.")
     batch_id: str = Field(
-        ..., description="The batch every imported call of the campaign joins "
+        ...,
+        description="The batch every imported call of the campaign joins "
         "(GET /api/batches/{batch_id} for progress).",
-    )  # fmt: skip
+    )
     rows: int = Field(..., description="Data rows read (blank lines aside).")
     queued: int = Field(..., description="Calls newly queued by this request.")
     duplicates: int = Field(
-        ..., description="Rows whose call existed already (an earlier import, or the same "
+        ...,
+        description="Rows whose call existed already (an earlier import, or the same "
         "number earlier in the campaign): nothing queued twice.",
-    )  # fmt: skip
+    )
     duplicates_differing: int = Field(
-        ..., description="Of the duplicates, rows whose number is in the campaign already "
+        ...,
+        description="Of the duplicates, rows whose number is in the campaign already "
         "with other values: the earlier call stands.",
-    )  # fmt: skip
+    )
     rejected_count: int = Field(..., description="Rows refused.")
     rejected_by_kind: dict[str, int] = Field(..., description="Refused rows by kind.")
     blank_lines: int = Field(..., description="Empty lines skipped.")
@@ -246,9 +266,10 @@ class ImportAnswer(BaseModel):
         ..., description=f"The refused rows in file order (the first {MAX_LISTED_REJECTIONS})."
     )
     rejected_truncated: bool = Field(
-        ..., description=f"More than {MAX_LISTED_REJECTIONS} rows were refused: the list "
+        ...,
+        description=f"More than {MAX_LISTED_REJECTIONS} rows were refused: the list "
         "stops there (the counts do not).",
-    )  # fmt: skip
+    )
 
 
 async def _spool_body(request: Request) -> Any:
@@ -259,8 +280,9 @@ async def _spool_body(request: Request) -> Any:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_IMPORT_BYTES:
-                raise ApiError(413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes",
-                               ("body",), "too_large")  # fmt: skip
+                raise ApiError(
+                    413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes", ("body",), "too_large"
+                )
             if size > SPOOL_BYTES:
                 await asyncio.to_thread(spool.write, chunk)
             else:
@@ -287,48 +309,63 @@ def _csv_charset_ok(content_type: str) -> bool:
     response_model=ImportAnswer,
     openapi_extra=IMPORT_BODY_DOC,
     responses={
-        200: {"model": ImportAnswer, "description": "Nothing new queued: every row was queued "
-              "before (a replay), or refused."},
+        200: {
+            "model": ImportAnswer,
+            "description": "Nothing new queued: every row was queued "
+            "before (a replay), or refused.",
+        },
         413: error_doc(f"The CSV is larger than {MAX_IMPORT_BYTES} bytes."),
-        422: error_doc("The file cannot be imported at all (not UTF-8 CSV, empty, no phone "
-                       "column, a mapped column missing): nothing was queued."),
+        422: error_doc(
+            "The file cannot be imported at all (not UTF-8 CSV, empty, no phone "
+            "column, a mapped column missing): nothing was queued."
+        ),
     },
-)  # fmt: skip
+)
 async def import_calls(
     request: Request,
     queue: QueueDep,
     campaign_id: CampaignId,
     phone_column: Annotated[
         str | None,
-        Query(description="Column of the phone numbers. Default: the first of phone_number, "
-              "phone, number, mobile (any case; spaces and hyphens read as _)."),
+        Query(
+            description="Column of the phone numbers. Default: the first of phone_number, "
+            "phone, number, mobile (any case; spaces and hyphens read as _)."
+        ),
     ] = None,
     id_column: Annotated[
         str | None,
-        Query(description="Column of the call ids (custom_call_id). Default: custom_call_id or "
-              "call_id when present. A row without one gets an id derived from the campaign "
-              "and its E.164 number, so the same number twice in a campaign is one call."),
+        Query(
+            description="Column of the call ids (custom_call_id). Default: custom_call_id or "
+            "call_id when present. A row without one gets an id derived from the campaign "
+            "and its E.164 number, so the same number twice in a campaign is one call."
+        ),
     ] = None,
     var: Annotated[
         list[str] | None,
-        Query(description="`COL` or `COL=NAME` (repeat it): the column becomes "
-              "call_config.variables[NAME]. Given: only these columns, unless "
-              "all_columns_as_variables=true."),
+        Query(
+            description="`COL` or `COL=NAME` (repeat it): the column becomes "
+            "call_config.variables[NAME]. Given: only these columns, unless "
+            "all_columns_as_variables=true."
+        ),
     ] = None,
     all_columns_as_variables: Annotated[
         bool | None,
-        Query(description="Every column not mapped to a call field becomes a variable named "
-              "by its header. Default: true unless `var` is given."),
+        Query(
+            description="Every column not mapped to a call field becomes a variable named "
+            "by its header. Default: true unless `var` is given."
+        ),
     ] = None,
     priority: Annotated[
         Priority | None,
-        Query(description="Priority of rows without one (no priority column, or an empty "
-              "cell). Default: normal."),
+        Query(
+            description="Priority of rows without one (no priority column, or an empty "
+            "cell). Default: normal."
+        ),
     ] = None,
     batch_size: Annotated[
         int, Query(ge=1, le=10_000, description="Rows validated and queued at a time.")
     ] = 1000,
-) -> Response:  # fmt: skip
+) -> Response:
     """Queues the calls of a CSV call list into the campaign. Each row is checked on its own
     with the rules of `POST /api/calls/queue` (phone numbers normalised to E.164, `timezone`,
     `priority`, `scheduled_at` and `max_retries` columns read as those fields, the other
@@ -345,8 +382,9 @@ async def import_calls(
     form: Any = None
     loc: tuple[str, ...] = ("body",)
     if kind == "multipart/form-data":
-        too_large = ApiError(413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes", ("body",),
-                             "too_large")  # fmt: skip
+        too_large = ApiError(
+            413, f"the CSV is larger than {MAX_IMPORT_BYTES} bytes", ("body",), "too_large"
+        )
         capped = Request(
             request.scope, capped_receive(request.receive, MAX_IMPORT_BYTES, lambda: too_large)
         )
@@ -355,30 +393,45 @@ async def import_calls(
         except StarletteHTTPException as exc:  # the multipart parser's 400
             if exc.status_code != 400:  # a stalled (408) or too large (413) body
                 raise
-            raise ApiError(400, f"the multipart form is not readable: {exc.detail}", ("body",),
-                           "invalid_body") from None  # fmt: skip
+            raise ApiError(
+                400, f"the multipart form is not readable: {exc.detail}", ("body",), "invalid_body"
+            ) from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             await form.close()
-            raise ApiError(422, "the form needs the CSV file in a field named 'file'",
-                           ("body", "file"), "missing")  # fmt: skip
+            raise ApiError(
+                422,
+                "the form needs the CSV file in a field named 'file'",
+                ("body", "file"),
+                "missing",
+            )
         binary, name, loc = upload.file, upload.filename or "the uploaded file", ("body", "file")
     elif kind in CSV_TYPES:
         if not _csv_charset_ok(content_type):
-            raise ApiError(422, "the CSV must be UTF-8 (charset=utf-8)", ("body",),
-                           "content_type")  # fmt: skip
+            raise ApiError(422, "the CSV must be UTF-8 (charset=utf-8)", ("body",), "content_type")
         binary, name, loc = await _spool_body(request), "the CSV body", ("body",)
     else:
-        raise ApiError(422, "send the CSV as multipart/form-data (field 'file') or as text/csv",
-                       ("body",), "content_type")  # fmt: skip
+        raise ApiError(
+            422,
+            "send the CSV as multipart/form-data (field 'file') or as text/csv",
+            ("body",),
+            "content_type",
+        )
     try:
-        mapping = csv_import.ColumnMapping.of(phone_column, id_column, var,
-                                           all_columns_as_variables, priority)  # fmt: skip
+        mapping = csv_import.ColumnMapping.of(
+            phone_column, id_column, var, all_columns_as_variables, priority
+        )
         defaults = await request.app.state.campaign_defaults.get([campaign_id])
         result = await csv_import.import_csv(
-            queue, binary, campaign_id, mapping, name=name, batch_size=batch_size,
-            defaults=defaults, keep_rejected=MAX_LISTED_REJECTIONS,
-        )  # fmt: skip
+            queue,
+            binary,
+            campaign_id,
+            mapping,
+            name=name,
+            batch_size=batch_size,
+            defaults=defaults,
+            keep_rejected=MAX_LISTED_REJECTIONS,
+        )
     except csv_import.CsvImportError as exc:
         where = loc
         if exc.option == "campaign":

@@ -60,9 +60,16 @@ def _normalise(numbers: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
 async def _change(queue: QueueDep, body: DncChange, add: bool) -> DncChanged:
     good, bad = _normalise(body.numbers)
     if not good:
-        raise ApiError(422, "no valid phone number", ("body", "numbers"), "invalid",
-                       details=[{"loc": ["body", "numbers", b["index"]], "msg": b["error"],
-                                 "type": "value_error"} for b in bad])  # fmt: skip
+        raise ApiError(
+            422,
+            "no valid phone number",
+            ("body", "numbers"),
+            "invalid",
+            details=[
+                {"loc": ["body", "numbers", b["index"]], "msg": b["error"], "type": "value_error"}
+                for b in bad
+            ],
+        )
     changed = await (queue.dnc_add(good) if add else queue.dnc_remove(good))
     return DncChanged(changed=changed, numbers=good, rejected=bad)
 
@@ -97,7 +104,6 @@ async def list_numbers(
         if bad:
             raise ApiError(422, bad[0]["error"], ("query", "number", bad[0]["index"]), "invalid")
         listed = dict(zip(good, await queue.dnc_contains(good), strict=True))
-        return DncPage(numbers=[n for n, on in listed.items() if on], next_cursor=0,
-                       listed=listed)  # fmt: skip
+        return DncPage(numbers=[n for n, on in listed.items() if on], next_cursor=0, listed=listed)
     nxt, numbers = await queue.dnc_page(cursor, count)
     return DncPage(numbers=numbers, next_cursor=nxt)

@@ -30,9 +30,10 @@ class HealthView(BaseModel):
     redis_embedded: bool = Field(..., description="Running on the embedded server.")
     carrier: str = Field(..., description="simulator, plivo, ...", examples=["simulator"])
     agent: str = Field(
-        ..., description="GET {AGENT_SERVER_URL}/health: ok, unreachable, or `http <status>`.",
+        ...,
+        description="GET {AGENT_SERVER_URL}/health: ok, unreachable, or `http <status>`.",
         examples=["ok"],
-    )  # fmt: skip
+    )
     queue: str = Field(..., description="QUEUE_NAME.", examples=["default"])
     paused: bool | None = Field(None, description="Dispatch paused; null when Redis is down.")
     workers_alive: int | None = Field(

@@ -31,18 +31,23 @@ class DeliveriesView(BaseModel):
     outbox: int = Field(..., description="Events waiting for their first delivery.")
     retrying: int = Field(..., description="Deliveries that failed and wait for another try.")
     delivered_total: int = Field(..., description="Deliveries a receiver took (2xx), ever.")
-    failed_total: int = Field(..., description="Deliveries given up and listed below (kept: "
-                              "the latest 10,000).")  # fmt: skip
+    failed_total: int = Field(
+        ..., description="Deliveries given up and listed below (kept: the latest 10,000)."
+    )
     failed: list[FailedDelivery] = Field(..., description="The latest ones given up.")
 
 
 def _failed(raw: Any) -> FailedDelivery:
     d = orjson.loads(raw)
     return FailedDelivery(
-        delivery_id=d["delivery_id"], event=f"{d['kind']}.{d['status']}", subject=d["subject"],
-        campaign_id=d["campaign_id"] or None, url=d["url"], attempts=d["attempts"],
+        delivery_id=d["delivery_id"],
+        event=f"{d['kind']}.{d['status']}",
+        subject=d["subject"],
+        campaign_id=d["campaign_id"] or None,
+        url=d["url"],
+        attempts=d["attempts"],
         last_error=d["last_error"],
-    )  # fmt: skip
+    )
 
 
 @router.get("", summary="Status webhook deliveries")
@@ -54,9 +59,12 @@ async def deliveries(
     that kept failing (WEBHOOK_MAX_ATTEMPTS tries) and were given up, latest first."""
     found = await HookOutbox(queue).summary(limit)
     return DeliveriesView(
-        outbox=found.outbox, retrying=found.retrying, delivered_total=found.delivered_total,
-        failed_total=found.failed_total, failed=[_failed(r) for r in found.failed],
-    )  # fmt: skip
+        outbox=found.outbox,
+        retrying=found.retrying,
+        delivered_total=found.delivered_total,
+        failed_total=found.failed_total,
+        failed=[_failed(r) for r in found.failed],
+    )
 
 
 async def _retry(queue: CallQueue, delivery_id: str) -> bool:
@@ -78,6 +86,7 @@ async def retry_delivery(
 ) -> dict[str, str]:
     """Puts a delivery that was given up back in line, due now, with its tries counted anew."""
     if not await _retry(queue, delivery_id):
-        raise ApiError(404, f"no failed delivery {delivery_id!r}", ("path", "delivery_id"),
-                       "not_found")  # fmt: skip
+        raise ApiError(
+            404, f"no failed delivery {delivery_id!r}", ("path", "delivery_id"), "not_found"
+        )
     return {"delivery_id": delivery_id, "status": "retrying"}

@@ -40,13 +40,16 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 class TwilioCallbackResult(BaseModel):
     applied: bool = Field(
-        ..., description="Whether the callback changed the call (false: repeated, late, "
-        "about another attempt, or nothing to record such as `initiated`)."
-    )  # fmt: skip
+        ...,
+        description="Whether the callback changed the call (false: repeated, late, "
+        "about another attempt, or nothing to record such as `initiated`).",
+    )
     code: str = Field(
-        ..., description="ok, dup (already known), stale (another attempt), not_found, or "
-        "ignored (a status with nothing to record).", examples=["ok"],
-    )  # fmt: skip
+        ...,
+        description="ok, dup (already known), stale (another attempt), not_found, or "
+        "ignored (a status with nothing to record).",
+        examples=["ok"],
+    )
 
 
 async def hang_up_machine(settings: Settings, call_id: str, attempt: int, call_sid: str) -> None:
@@ -129,11 +132,15 @@ async def twilio_status(
     events = callback_events(form, amd=amd)
     outcomes = await queue.events(
         queue.event_call(
-            call_id, attempt, event, carrier_call_id=call_sid, end=facts,
+            call_id,
+            attempt,
+            event,
+            carrier_call_id=call_sid,
+            end=facts,
             carrier_ids=carrier_ids(form),
         )
         for event, facts in events
-    )  # fmt: skip
+    )
     result = TwilioCallbackResult(applied=False, code="ignored")
     for (event, _), outcome in zip(events, outcomes, strict=True):
         if outcome.error:
