@@ -19,15 +19,13 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 typecheck: lint
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+test: lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
