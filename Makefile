@@ -17,13 +17,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/callqueue up
 
-lint: $(STAMP)
+lint: typecheck
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-typecheck: lint
+# mypy --strict on src, tests and bench. Each conftest.py below tests/ is a module named
+# `conftest` (pytest imports test files by bare name), so each gets a call of its own.
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	for conftest in tests/*/conftest.py; do $(BIN)/mypy $$conftest || exit 1; done
 
 test: lint
 	$(BIN)/pytest -q

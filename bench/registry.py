@@ -11,7 +11,7 @@ and import that module in ``bench/run.py``.
 from __future__ import annotations
 
 import operator
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ class Measured:
     notes: list[str] = field(default_factory=list)
 
 
-BenchFn = Callable[[BenchContext], Awaitable[Measured]]
+BenchFn = Callable[[BenchContext], Coroutine[Any, Any, Measured]]
 
 
 @dataclass(frozen=True, slots=True)

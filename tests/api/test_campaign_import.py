@@ -11,6 +11,7 @@ from api_support import SettingsFactory, app_client
 from callqueue.api.routes import campaigns as campaign_routes
 from callqueue.csv_import import import_call_id
 from callqueue.engine.reads import batch_counts, queue_snapshot
+from callqueue.models import Priority
 from callqueue.runtime import Runtime
 
 CSV = (
@@ -61,7 +62,8 @@ async def test_good_rows_are_queued_and_bad_ones_listed(
 
     snap = await queue_snapshot(runtime.queue)
     assert snap.enqueued == 3 and snap.queued == 3
-    assert snap.queued_by_priority["high"] == 1 and snap.queued_by_priority["urgent"] == 1
+    by_priority = snap.queued_by_priority
+    assert by_priority[Priority.HIGH] == 1 and by_priority[Priority.URGENT] == 1
     for number, name in GOOD.items():
         record = await runtime.queue.get(import_call_id("spring", number))
         assert record is not None, number
@@ -110,7 +112,7 @@ async def test_text_csv_body(client: httpx.AsyncClient, runtime: Runtime) -> Non
     assert record.spec.config["variables"] == {"first_name": "Ana"}
     assert record.spec.priority == "low"
     snap = await queue_snapshot(runtime.queue)
-    assert snap.queued_by_priority["low"] == 2
+    assert snap.queued_by_priority[Priority.LOW] == 2
 
 
 async def test_mapping_options_as_query_parameters(

@@ -50,7 +50,12 @@ async def test_listed_numbers_are_refused_naming_the_field(
 
 
 async def test_bad_dnc_requests_change_nothing(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    for body in ({"numbers": []}, {"numbers": ["nope"]}, {"nums": ["+919123456789"]}):
+    bodies: list[dict[str, list[str]]] = [
+        {"numbers": []},
+        {"numbers": ["nope"]},
+        {"nums": ["+919123456789"]},
+    ]
+    for body in bodies:
         reply = await client.post("/api/dnc", json=body)
         assert reply.status_code == 422, body
     assert (await client.get("/api/dnc", params={"number": "abc"})).status_code == 422

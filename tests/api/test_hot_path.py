@@ -103,8 +103,10 @@ async def test_hot_path_answers_like_the_route(
             results[hot] = got
             snapshot = await queue_snapshot(runtime.queue)
             counts[hot] = snapshot.enqueued
-    for (label, _), hot, framework in zip(_cases(), results[True], results[False], strict=True):
-        assert hot == framework, label
+    for (label, _), on_hot_path, framework in zip(
+        _cases(), results[True], results[False], strict=True
+    ):
+        assert on_hot_path == framework, label
     statuses = [a[0] for a in results[True]]
     assert statuses == [201, 200, 409, 201, 422, 422, 422, 422, 422, 422, 422, 413, 413, 422,
                         422, 422, 400]  # fmt: skip

@@ -68,7 +68,10 @@ async def test_paging_parameters_are_range_checked(
 async def test_the_import_batch_size_is_range_checked(
     http: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    csv = {"content": b"phone\n+919123456789\n", "headers": {"content-type": "text/csv"}}
+    csv: dict[str, Any] = {
+        "content": b"phone\n+919123456789\n",
+        "headers": {"content-type": "text/csv"},
+    }
     for bad in (0, 10_001, 2**64):
         reply = await http.post("/api/campaigns/c1/calls", params={"batch_size": bad}, **csv)
         assert_422_naming(reply, ["query", "batch_size"])

@@ -165,8 +165,11 @@ class PlivoHarness:
 
     @staticmethod
     def scenario(play: Play) -> Scenario:
-        timing = {"ring_s": play.ring_s, "talk_s": play.talk_s}
-        faults = {"duplicate_callbacks": play.duplicate, "hangup_before_ring": play.out_of_order}
+        timing: dict[str, Any] = {"ring_s": play.ring_s, "talk_s": play.talk_s}
+        faults: dict[str, Any] = {
+            "duplicate_callbacks": play.duplicate,
+            "hangup_before_ring": play.out_of_order,
+        }
         if play.refuse_with is not None:
             return Scenario(api_status=play.refuse_with, retry_after_s=0.2)
         if play.outcome == "invalid":
@@ -288,8 +291,8 @@ class TwilioHarness:
 
     @staticmethod
     def scenario(play: Play) -> TwilioScenario:
-        timing = {"ring_s": play.ring_s, "talk_s": play.talk_s}
-        faults = {
+        timing: dict[str, Any] = {"ring_s": play.ring_s, "talk_s": play.talk_s}
+        faults: dict[str, Any] = {
             "duplicate_callbacks": play.duplicate,
             "completed_before_ringing": play.out_of_order,
         }

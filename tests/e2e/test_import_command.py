@@ -13,7 +13,7 @@ from e2e_support import clean_env, read_batch, read_snapshot
 from callqueue.csv_import import import_call_id
 from callqueue.engine.connection import connect
 from callqueue.engine.queue import CallQueue
-from callqueue.models import CallRecord
+from callqueue.models import CallRecord, Priority
 
 CSV = (
     "Phone,name,priority\n"
@@ -95,7 +95,7 @@ def test_import_with_bad_rows_then_again(redis_url: str, unique_name: str, tmp_p
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert not report.exists()
     snap = read_snapshot(redis_url, unique_name)
-    assert snap.enqueued == 4 and snap.queued_by_priority["urgent"] == 1
+    assert snap.enqueued == 4 and snap.queued_by_priority[Priority.URGENT] == 1
     batch = read_batch(redis_url, unique_name, "import-spring")
     assert batch is not None and batch.total == 4
 

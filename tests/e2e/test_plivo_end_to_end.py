@@ -70,7 +70,7 @@ class Scenarios:
         to = str(body["to"])
         self.seen[to] += 1
         first = self.seen[to] == 1
-        quick = {"ring_s": 0.05, "talk_s": 0.2}
+        quick: dict[str, Any] = {"ring_s": 0.05, "talk_s": 0.2}
         if to.endswith("02"):
             return Scenario(outcome="busy", **quick)
         if to.endswith("03"):
@@ -254,7 +254,8 @@ async def test_a_dead_agent_server_pauses_dialing_until_it_is_back(
             async with serve_asgi(agent_app(), port=agent_port):  # the bot is back
 
                 async def done() -> bool:
-                    return (await status_of(http, "waits"))["status"] == "completed"
+                    status: str = (await status_of(http, "waits"))["status"]
+                    return status == "completed"
 
                 await until(done, 20, "the call to be placed once the agent is back")
             assert sum(calls_dialed(plivo).values()) == 1

@@ -68,7 +68,7 @@ class Scenarios:
     def __call__(self, params: dict[str, str]) -> TwilioScenario:
         to = params["To"]
         self.seen[to] += 1
-        quick = {"ring_s": 0.05, "talk_s": 0.2}
+        quick: dict[str, Any] = {"ring_s": 0.05, "talk_s": 0.2}
         if to.endswith("02"):
             return TwilioScenario(outcome="busy", **quick)
         if to.endswith("03"):
@@ -149,7 +149,8 @@ async def status_of(http: httpx.AsyncClient, call_id: str) -> dict[str, Any]:
 async def test_calls_through_twilio_end_to_end(
     tmp_path: Path, redis_url: str, unique_name: str
 ) -> None:
-    agent_port, answers = free_port(), []
+    agent_port = free_port()
+    answers: list[dict[str, str]] = []
     async with (
         serve_asgi(agent_app(answers), port=agent_port),
         FakeTwilio(ACCOUNT_SID, TOKEN, scenario=Scenarios()) as twilio,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from engine_support import MakeQueue
 from procs import wait_for
@@ -20,12 +21,12 @@ NO_LIMITS = {"max_live_calls": 0, "rate_per_second": 0}
 
 
 def call(
-    call_id: str, campaign: str | None, priority: Priority = Priority.NORMAL, **kw: object
+    call_id: str, campaign: str | None, priority: Priority = Priority.NORMAL, **kw: Any
 ) -> CallSpec:
     number = kw.pop("phone_number", "+919876500001")
     return CallSpec(
         call_id=call_id, phone_number=str(number), campaign_id=campaign, priority=priority, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 async def claim_ids(q: CallQueue, want: int) -> list[str]:

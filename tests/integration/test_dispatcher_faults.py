@@ -70,7 +70,7 @@ async def test_a_worker_cut_off_from_redis_ends_its_own_calls(
             assert record.attempts[-1].outcome == Outcome.FAILED
             assert record.attempts[-1].hangup_cause == "WORKER_FENCED"
         ends = [r for r in read_ledger(ledger) if r["ev"] == "end"]
-        assert sorted(r["call"] for r in ends) == [f"c{i}" for i in range(4)]
+        assert sorted(str(r["call"]) for r in ends) == [f"c{i}" for i in range(4)]
         assert {r["outcome"] for r in ends} == {"failed"}
     finally:
         await d.stop(2)

@@ -570,6 +570,7 @@ async def test_tls_round_trip(tls_server: EmbeddedServer, tls_files: TlsFiles) -
     try:
         assert await client.ping() is True
         # The engine's multiplexed path runs over the same TLS connection set-up.
+        assert isinstance(client, redis.asyncio.Redis)  # a single server's URL
         lean = client.connection_pool
         assert isinstance(lean, LeanPool)
         replies = await asyncio.gather(*(lean.execute("INCR", "tls:n") for _ in range(100)))

@@ -179,7 +179,7 @@ async def test_concurrent_single_enqueues_answer_as_if_each_ran_alone(
     later = int(time.time() * 1000) + 3_600_000
     specs = []
     for i in range(120):
-        kw: dict[str, object] = {"phone_number": own_number(i)}
+        kw: dict[str, Any] = {"phone_number": own_number(i)}
         if i % 10 == 3:
             kw["phone_number"] = "+919800000013"
         if i % 10 == 5:

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,6 +18,7 @@ from callqueue.engine.lean import LeanPool
 async def test_replies_errors_and_a_killed_connection(redis_url: str, unique_name: str) -> None:
     client = connect(redis_url)
     try:
+        assert isinstance(client, Redis)  # a single server's URL
         pool = client.connection_pool
         assert isinstance(pool, LeanPool)
         key = f"{unique_name}:k"
@@ -38,6 +40,7 @@ async def test_replies_errors_and_a_killed_connection(redis_url: str, unique_nam
 async def pool(redis_url: str) -> AsyncIterator[LeanPool]:
     client = connect(redis_url)
     try:
+        assert isinstance(client, Redis)  # a single server's URL
         lean = client.connection_pool
         assert isinstance(lean, LeanPool)
         yield lean
@@ -82,6 +85,7 @@ async def test_a_reply_overdue_fails_its_connection_and_the_next_command_reconne
 ) -> None:
     client = connect(redis_url, socket_timeout=0.2)
     try:
+        assert isinstance(client, Redis)  # a single server's URL
         pool = client.connection_pool
         assert isinstance(pool, LeanPool)
         first_id = await pool.execute("CLIENT", "ID")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from engine_support import MakeQueue
 from procs import wait_for
@@ -18,7 +19,7 @@ from callqueue.testing.webhook_receiver import Delivery, WebhookReceiver, webhoo
 SECRET = "s3cret"
 
 
-def calls(campaign: str, n: int, **kw: object) -> list[CallSpec]:
+def calls(campaign: str, n: int, **kw: Any) -> list[CallSpec]:
     return [
         CallSpec(
             call_id=f"{campaign}-{i}",
@@ -26,7 +27,7 @@ def calls(campaign: str, n: int, **kw: object) -> list[CallSpec]:
             campaign_id=campaign,
             max_retries=0,
             **kw,
-        )  # type: ignore[arg-type]
+        )
         for i in range(n)
     ]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from engine_support import MakeQueue
 from procs import wait_for
@@ -38,10 +39,10 @@ def opening(text: str, zones: tuple[str, ...], at_ms: int) -> int:
     return int(nxt.timestamp() * 1000)
 
 
-def call(call_id: str, zones: tuple[str, ...] = ("UTC",), **kw: object) -> CallSpec:
+def call(call_id: str, zones: tuple[str, ...] = ("UTC",), **kw: Any) -> CallSpec:
     return CallSpec(
         call_id=call_id, phone_number="+919876500001", campaign_id="w", time_zones=zones, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 async def parked(

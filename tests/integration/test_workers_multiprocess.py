@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from engine_support import own_number, spec
@@ -147,7 +147,10 @@ async def sigkill_scenario(url: str, name: str, tmp_path: Path, cluster: bool) -
             records = read_ledger(ledger) if ledger.exists() else []
             mine = [r for r in records if r["pid"] == victim.pid]
             seen = {r["call"] for r in records if r["ev"] == "dial"}
-            leased = {m.decode() for m in await client.zrange(q.keys.leases, 0, -1)}
+            # redis-py types replies for any decode_responses; this client's are bytes.
+            leased = {
+                m.decode() for m in cast("list[bytes]", await client.zrange(q.keys.leases, 0, -1))
+            }
             unseen = leased - seen
             still, last_unseen = unseen & last_unseen, unseen
             return len(mine) >= 10 and bool(still)
@@ -164,7 +167,8 @@ async def sigkill_scenario(url: str, name: str, tmp_path: Path, cluster: bool) -
     check_no_redial_after_completion(records)
     counts = await assert_every_call_terminal(q, ids)
     assert sum(counts.values()) == len(ids)
-    stats = {k.decode(): v.decode() for k, v in (await client.hgetall(q.keys.stats)).items()}
+    raw_stats = cast("dict[bytes, bytes]", await client.hgetall(q.keys.stats))
+    stats = {k.decode(): v.decode() for k, v in raw_stats.items()}
     # The victim's calls were recovered: lapsed dial leases and/or attempts ended as lost.
     assert int(stats.get("lapsed_leases", 0)) + int(stats.get("o:lost", 0)) >= 1, stats
     await client.aclose()

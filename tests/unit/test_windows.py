@@ -28,8 +28,10 @@ KOLKATA, LORD_HOWE = "Asia/Kolkata", "Australia/Lord_Howe"
 #: suspensions (Casablanca), and zones without DST.
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def ms(at: datetime) -> int:
