@@ -446,6 +446,8 @@ async def stack(
         runtime = Runtime(settings, client, queue, redis_url)
         exits.push_async_callback(runtime.aclose)
         app = create_app(runtime=runtime)
+        # serve_asgi leaves the lifespan to the caller: it closes what requests opened.
+        await exits.enter_async_context(app.router.lifespan_context(app))
         public_url = await exits.enter_async_context(serve_asgi(app))
         # The carrier calls back this app: PUBLIC_URL is where it is served.
         app.state.settings = settings.model_copy(update={"public_url": public_url})

@@ -23,14 +23,14 @@ def start_worker(
     home.mkdir(parents=True, exist_ok=True)
     full = {k: v for k, v in os.environ.items() if not k.startswith(("SIM_", "QUEUE_"))}
     full.update({"LOG_LEVEL": "WARNING", **env})
-    log = open(home / "out.log", "wb")  # noqa: SIM115 - owned by the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "callqueue.cli", "worker"],
-        cwd=home,
-        env=full,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(home / "out.log", "wb") as log:  # the process has its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "callqueue.cli", "worker"],
+            cwd=home,
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop_workers(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 15) -> list[int]:

@@ -266,6 +266,7 @@ def test_server_does_not_outlive_its_python_process(tmp_path: Path, ending: str)
     proc.stdin.write("\n")
     proc.stdin.close()
     proc.wait(30)
+    proc.stdout.close()
     wait_until(lambda: process_gone(server_pid), what=f"server pid {server_pid} to exit")
 
 

@@ -60,7 +60,7 @@ class MuxProtocol(asyncio.Protocol):
         transport: asyncio.Transport,
         reader: hiredis.Reader,
         timeout: float | None,
-        owner: object,
+        owner: AbstractConnection,
     ) -> None:
         self.transport = transport
         self.reader = reader
@@ -187,6 +187,8 @@ class LeanPool(ConnectionPool):
             mux = self._mux
             if mux is not None and mux.lost is None:
                 return mux
+            if mux is not None:
+                await _release(mux)
             conn: AbstractConnection = self.make_connection()  # type: ignore[no-untyped-call]
             await conn.connect()  # type: ignore[no-untyped-call]
             writer = getattr(conn, "_writer", None)
@@ -207,6 +209,7 @@ class LeanPool(ConnectionPool):
             transport.set_protocol(mux)
             if leftover:  # nothing was asked: anything here is out of step
                 mux.abort(RedisConnectionError("unexpected data after the handshake"))
+                await _release(mux)
                 raise RedisConnectionError("unexpected data after the handshake")
             self._mux = mux
             return mux
@@ -238,6 +241,14 @@ class LeanPool(ConnectionPool):
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         mux, self._mux = self._mux, None
-        if mux is not None and mux.lost is None:
-            mux.close()
+        if mux is not None:
+            if mux.lost is None:
+                mux.close()
+            await _release(mux)
         await super().disconnect(inuse_connections)
+
+
+async def _release(mux: MuxProtocol) -> None:
+    """Tells redis-py's connection object that its transport is closed. Left to the garbage
+    collector, it would warn of an unclosed connection."""
+    await mux.owner.disconnect(nowait=True)
