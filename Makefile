@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# Unit and API tests without the slow ones (the markers are in pyproject.toml).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not (slow or e2e or cluster)" tests/unit tests/api
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

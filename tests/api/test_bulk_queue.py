@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from api_support import SEED_CALL, nothing_queued
 
 from callqueue.engine.reads import queue_snapshot
@@ -186,6 +187,7 @@ async def test_body_over_16_mb_is_413(client: httpx.AsyncClient, runtime: Runtim
     await nothing_queued(runtime)
 
 
+@pytest.mark.slow
 async def test_ten_thousand_calls(client: httpx.AsyncClient, runtime: Runtime) -> None:
     calls = [row(i) for i in range(10_000)]
     reply = await client.post("/api/calls/bulk-queue", json={"batch_id": "10k", "calls": calls})

@@ -89,6 +89,7 @@ def _ids_to_try() -> list[str]:
     return [i for i in ids if re.fullmatch(ID_PATTERN, i) and i not in RESERVED_IDS] + ["x" * 128]
 
 
+@pytest.mark.slow
 async def test_every_accepted_call_id_can_be_read_back(http: httpx.AsyncClient) -> None:
     ids = _ids_to_try()
     rows = [seed_call(custom_call_id=i, phone_number=f"+9198765{n:05d}") for n, i in enumerate(ids)]

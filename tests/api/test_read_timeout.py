@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 from api_support import SEED_CALL, SettingsFactory, served
 
 from callqueue.engine.reads import queue_snapshot
 from callqueue.runtime import Runtime, open_runtime
 
+pytestmark = pytest.mark.slow  # each test waits for a read timeout to pass
 TIMEOUT_S = 1.0
 WAIT_S = TIMEOUT_S + 20  # the longest wait for the server to act; a failure, not a target
 

@@ -495,6 +495,7 @@ EXPECTED: dict[str, tuple[CallStatus, list[Outcome]]] = {
 }
 
 
+@pytest.mark.slow
 @carriers
 async def test_outcomes_retries_faults_and_limits(
     kind: str, redis_url: str, unique_name: str

@@ -438,6 +438,7 @@ def test_repeated_parameters_sign_like_the_sdk(twilio_sdk: Any) -> None:
 text = st.text(alphabet=string.ascii_letters + string.digits + " +-_.:/?&=%é", max_size=20)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     token=st.text(min_size=1, max_size=40),

@@ -212,6 +212,7 @@ def _urls(draw: st.DrawFn) -> str:
     return f"{scheme}://{host}{port}{path}" + (f"?{query}" if query else "") + fragment
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     url=_urls(),

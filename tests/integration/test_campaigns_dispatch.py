@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from engine_support import MakeQueue
 from procs import dials, live_intervals, max_in_window, max_overlap, wait_for
 
@@ -54,6 +55,7 @@ def dial_times(ledger: list[dict[str, Any]]) -> list[float]:
     return [r["t"] for r in dials(ledger)]
 
 
+@pytest.mark.slow
 async def test_campaign_limits_hold_together_with_the_global_ones(
     make_queue: MakeQueue, tmp_path: Path
 ) -> None:
@@ -119,6 +121,7 @@ async def _small_done(path: Path) -> bool:
     return len(dials(of(_ledger(path), "small"))) >= 5
 
 
+@pytest.mark.slow
 async def test_pause_resume_cancel_while_dialing(make_queue: MakeQueue, tmp_path: Path) -> None:
     q = make_queue(max_live_calls=0, rate_per_second=25)
     camps = CampaignEngine(q)
@@ -153,6 +156,7 @@ async def test_pause_resume_cancel_while_dialing(make_queue: MakeQueue, tmp_path
     assert statuses <= {CallStatus.COMPLETED, CallStatus.CANCELLED}
 
 
+@pytest.mark.slow
 async def test_a_number_listed_mid_campaign_is_never_dialed(
     make_queue: MakeQueue, tmp_path: Path
 ) -> None:

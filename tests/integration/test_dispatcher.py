@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from engine_support import MakeQueue, spec
 from procs import attempts_by_call, wait_for
 
@@ -60,6 +61,7 @@ async def test_every_call_reaches_a_terminal_status(make_queue: MakeQueue, tmp_p
         assert all(len(a["dials"]) == 1 for a in attempts.values())
 
 
+@pytest.mark.slow
 async def test_refusals_use_no_attempt_and_rejections_are_final(
     make_queue: MakeQueue, tmp_path: Path
 ) -> None:

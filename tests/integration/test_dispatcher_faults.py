@@ -8,6 +8,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import pytest
 from engine_support import own_number, spec
 from procs import wait_for
 
@@ -84,6 +85,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 async def test_an_unreachable_carrier_stops_dispatch_until_it_answers(
     redis_url: str, unique_name: str
 ) -> None:

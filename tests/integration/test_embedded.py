@@ -476,6 +476,7 @@ async def test_cluster_url_scheme(redis_cluster: EmbeddedCluster, unique_name: s
         sync.close()
 
 
+@pytest.mark.slow
 def test_cluster_restart_keeps_slots(tmp_path: Path) -> None:
     cluster = EmbeddedCluster(tmp_path, masters=1)
     try:

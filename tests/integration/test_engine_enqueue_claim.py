@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from engine_support import MakeQueue, own_number, spec
 
 from callqueue.engine.reads import queued_total
@@ -135,6 +136,7 @@ async def test_live_call_cap_is_global_and_says_what_blocks(make_queue: MakeQueu
     assert await q.client.zcard(q.keys.live) == 3
 
 
+@pytest.mark.slow
 async def test_rate_limiter_never_exceeds_limit_in_any_sliding_window(
     make_queue: MakeQueue,
 ) -> None:

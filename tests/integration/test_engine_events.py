@@ -208,6 +208,7 @@ async def test_cancel_while_dialing_is_reported_to_the_dialer(make_queue: MakeQu
     assert accepted.cancel_requested  # the dispatcher hangs up at once
 
 
+@pytest.mark.slow
 async def test_reap_lapsed_lease_holds_slot_then_recovers_lost_attempt(
     make_queue: MakeQueue,
 ) -> None:

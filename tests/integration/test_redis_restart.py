@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from engine_support import own_number, spec
 from procs import (
     check_no_double_dial,
@@ -25,6 +26,8 @@ from test_workers_multiprocess import (
 from callqueue.carriers.simulator import read_ledger
 from callqueue.embedded import EmbeddedServer
 from callqueue.engine.connection import connect
+
+pytestmark = pytest.mark.slow  # worker processes, and Redis killed and restarted
 
 
 async def test_workers_ride_out_a_redis_crash_and_restart(tmp_path: Path, unique_name: str) -> None:

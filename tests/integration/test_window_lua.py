@@ -185,6 +185,7 @@ def one_change_in_horizon(zones: list[str], t: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300,
     deadline=None,

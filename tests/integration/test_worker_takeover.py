@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from engine_support import MakeQueue, own_number, spec
 from procs import wait_for
 
@@ -158,6 +159,7 @@ async def test_an_alive_worker_keeps_its_attempts(make_queue: MakeQueue) -> None
     assert result.next_expiry_ms - result.server_now_ms <= 60_000
 
 
+@pytest.mark.slow
 async def test_an_unreported_end_is_settled_by_what_was_heard(make_queue: MakeQueue) -> None:
     """Past its longest life an attempt is surely over. Only one nothing was heard of is
     `lost` (retried); one that was answered is never redialed on a guess."""

@@ -30,6 +30,8 @@ from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallStatus, RetryPolicy
 
+pytestmark = pytest.mark.slow  # worker processes
+
 # The carrier ends a call at most RING_TIMEOUT 1 + DEFAULT_MAX_DURATION 1 after it got it.
 CARRIER_LIFE_S = 2.0
 # A slot is held from the claim for DIAL_LEASE 1 + RING 1 + MAX_DURATION 1 + GRACE 1.

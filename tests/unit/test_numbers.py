@@ -67,6 +67,7 @@ def test_every_example_number_parses_as_the_library_parses_it() -> None:
     assert shortcut > len(examples) * 0.8  # the short cut is the common case
 
 
+@pytest.mark.slow
 def test_random_digit_strings_parse_as_the_library_parses_them() -> None:
     for text in _random_digits(150):
         fast = plain_e164(text)
@@ -130,6 +131,7 @@ def _all_parsed() -> list[phonenumbers.PhoneNumber]:
     return out
 
 
+@pytest.mark.slow
 def test_type_and_zones_are_the_librarys() -> None:
     numbers = _all_parsed()
     kinds = set()

@@ -352,6 +352,7 @@ def cases(draw: st.DrawFn) -> tuple[CallingWindow, list[str], int]:
     return draw(any_window()), zones, draw(instants(zones))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_next_open_is_the_earliest_open_instant(
