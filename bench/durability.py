@@ -19,10 +19,10 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from bench.common import NO_LIMITS, make_specs, private_server, server_version
+from bench.common import NO_LIMITS, make_specs, private_server
 from bench.registry import BenchContext, Measured, benchmark
 from callqueue.embedded import EmbeddedServer
-from callqueue.engine.connection import connect
+from callqueue.engine.connection import connect, server_version
 from callqueue.engine.durability import Durability, DurabilityOptions
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallSpec, EnqueueState

@@ -28,6 +28,7 @@ from bench.ledger import (
 from bench.registry import BenchContext, Measured, benchmark
 from callqueue.carriers.simulator import read_ledger
 from callqueue.config import Settings
+from callqueue.engine.codec import text
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import queued_total
@@ -164,7 +165,7 @@ async def run_workers(
                 next_dial = await _dial_at_or_after(ledger_path, end, timeout_s=10)
                 backlog_left = int(await queued_total(queue))
                 raw = await queue.client.hgetall(queue.keys.stats)
-                stats = {k.decode(): v.decode() for k, v in raw.items()}
+                stats = {text(k): text(v) for k, v in raw.items()}
                 codes = stop_workers(procs)
         ledger = read_ledger(ledger_path)
     if any(codes):

@@ -163,7 +163,10 @@ async def test_csv_import_not_confirmed_says_to_post_the_file_again(
 ) -> None:
     primary, replica = replicated
     settings = short_wait(primary)
-    csv = {"content": b"phone\n+919812340002\n", "headers": {"content-type": "text/csv"}}
+    csv: dict[str, Any] = {
+        "content": b"phone\n+919812340002\n",
+        "headers": {"content-type": "text/csv"},
+    }
     async with app_client(make_settings(**settings)) as (client, runtime):
         with frozen(replica):
             reply = await client.post("/api/campaigns/spring/calls", **csv)

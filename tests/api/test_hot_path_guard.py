@@ -37,7 +37,8 @@ class Teapot(Exception):
 
 def test_the_app_does_nothing_around_a_request_that_the_hot_path_does_not() -> None:
     app = create_app(load_settings(_env_file=None))
-    assert tuple(m.cls for m in app.user_middleware) == MIRRORED_MIDDLEWARE
+    stack: tuple[object, ...] = tuple(m.cls for m in app.user_middleware)
+    assert stack == MIRRORED_MIDDLEWARE
     assert unmirrored(app) == []
 
 

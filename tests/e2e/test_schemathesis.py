@@ -108,7 +108,7 @@ def api_base(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.mark.schemathesis
 @schema.parametrize()
-def test_every_operation_conforms(case: Case, api_base: str) -> None:
+def test_every_operation_conforms(case: Case[Any], api_base: str) -> None:
     case.call_and_validate(base_url=api_base)
 
 
@@ -138,8 +138,10 @@ def test_operation_sequences_conform(api_base: str) -> None:
                     for check in checks
                     if check.failure_info is not None
                 ]
-        elif isinstance(event, events.NonFatalError | events.FatalError):
+        elif isinstance(event, events.NonFatalError):
             problems.append(f"{event.label}: {event.value!r}")
+        elif isinstance(event, events.FatalError):
+            problems.append(f"the engine failed: {event.exception!r}")
     assert scenarios, "no stateful scenario ran"
     assert not problems, "\n\n".join(problems)
 

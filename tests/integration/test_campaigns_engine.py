@@ -12,6 +12,7 @@ from engine_support import MakeQueue
 from procs import wait_for
 
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignRetry
+from callqueue.engine.codec import text
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.reads import campaign_ids, campaign_states, queued_total
 from callqueue.models import CallSpec, CallStatus, ClaimBlock, Outcome, Priority
@@ -363,7 +364,7 @@ async def test_a_completed_campaign_made_by_its_calls_is_forgotten_after_the_ret
     )
     assert [r.state.value for r in replay] == ["exists", "conflict", "dnc", "exists"]
     assert "never-made" not in await campaign_ids(q)
-    done = {_s(cp) for cp in await q.client.zrange(q.keys.campaigns_done, 0, -1)}
+    done = {text(cp) for cp in await q.client.zrange(q.keys.campaigns_done, 0, -1)}
     assert done == {"auto-done", "revived", "paused-resumed"}
     await q.enqueue(call("r2", "revived"))  # a new call brings it back before it is forgotten
     # Reap checks again: a campaign in use that is in the done set by mistake is kept.
@@ -428,7 +429,3 @@ async def test_a_higher_priority_call_moves_its_campaign_up(make_queue: MakeQueu
     assert order[0] == "b-urgent"
     assert sorted(order[1:]) == sorted(["a0", "a1", "a2", "a-late", "b0", "b1", "b2"])
     assert [i for i in order if i.startswith("a")] == ["a0", "a1", "a2", "a-late"]
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -14,6 +14,7 @@ from procs import attempts_by_call, wait_for
 
 from callqueue.carriers.simulator import SimProfile, SimulatedCarrier, read_ledger
 from callqueue.dispatcher import Dispatcher
+from callqueue.engine.codec import text
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import queued_total
@@ -82,7 +83,7 @@ async def test_refusals_use_no_attempt_and_rejections_are_final(
         await wait_for(lambda: finished(q, len(ids)), 30, "all calls to finish")
     finally:
         await d.stop()
-    stats = {k.decode(): int(float(v)) for k, v in (await q.client.hgetall(q.keys.stats)).items()}
+    stats = {text(k): int(float(v)) for k, v in (await q.client.hgetall(q.keys.stats)).items()}
     assert stats.get("released", 0) > 0
     counts = await statuses(q, ids)
     assert counts[CallStatus.FAILED] == stats.get("o:rejected", 0) > 0

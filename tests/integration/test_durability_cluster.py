@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from engine_support import own_number, spec
 
 from callqueue.embedded import EmbeddedCluster
@@ -55,7 +56,10 @@ async def test_aof_waits_on_the_primary_of_the_queue_slot(
             for node in nodes.values():
                 node.config_set("appendfsync", "always")
             await aof.check_durability()
-            home = client.get_node_from_key(aof.keys.prefix).port
+            assert isinstance(client, redis.asyncio.RedisCluster)
+            slot_node = client.get_node_from_key(aof.keys.prefix)
+            assert slot_node is not None
+            home = slot_node.port
             before = {port: waitaof_calls(node) for port, node in nodes.items()}
 
             for i in range(2):

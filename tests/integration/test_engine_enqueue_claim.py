@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from engine_support import MakeQueue, own_number, spec
 
+from callqueue.engine.codec import text
 from callqueue.engine.reads import queued_total
 from callqueue.models import (
     CallSpec,
@@ -73,7 +74,7 @@ async def test_enqueue_is_idempotent_on_call_id(make_queue: MakeQueue) -> None:
         EnqueueState.EXISTS,
     ]
     assert await queued_total(q) == 2
-    assert int(await q.client.hget(q.keys.stats, "enqueued")) == 2
+    assert int(text(await q.client.hget(q.keys.stats, "enqueued"))) == 2
 
 
 async def test_bulk_enqueue_spans_batches_and_tracks_the_batch(make_queue: MakeQueue) -> None:
@@ -216,7 +217,7 @@ async def test_concurrent_single_enqueues_answer_as_if_each_ran_alone(
     assert (results[120].state, results[121].state) == (EnqueueState.EXISTS, EnqueueState.CONFLICT)
     assert await queued_total(q) == 120 - 12 - 12
     batch = await q.client.smembers(q.keys.batch("grouped"))
-    assert sorted(b.decode() for b in batch) == [f"g{i:03d}" for i in range(7, 120, 10)]
+    assert sorted(text(b) for b in batch) == [f"g{i:03d}" for i in range(7, 120, 10)]
 
 
 async def test_a_malformed_call_fails_alone_among_concurrent_ones(make_queue: MakeQueue) -> None:

@@ -9,6 +9,7 @@ import pytest
 from engine_support import MakeQueue, spec
 from procs import wait_for
 
+from callqueue.engine.codec import text
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.scripts import ScriptError
 from callqueue.models import (
@@ -104,7 +105,7 @@ async def test_duplicate_and_out_of_order_events_change_nothing(make_queue: Make
     ]:
         assert not result.applied and result.code == "dup"
     assert await q.client.hgetall(q.keys.call("c1")) == before
-    assert int(await q.client.hget(q.keys.stats, "o:busy")) == 1
+    assert int(text(await q.client.hget(q.keys.stats, "o:busy"))) == 1
 
 
 async def test_events_for_another_attempt_are_stale(make_queue: MakeQueue) -> None:

@@ -356,7 +356,7 @@ class EngineModel(RuleBasedStateMachine):
         self.specs: dict[str, CallSpec] = {}
 
     def run(self, work: Awaitable[T]) -> T:
-        return self.loop.run_until_complete(work)  # type: ignore[arg-type]
+        return self.loop.run_until_complete(work)
 
     async def server_now(self) -> int:
         sec, usec = await self.client.time()
@@ -852,10 +852,10 @@ class EngineModel(RuleBasedStateMachine):
         totals: Counter[str] = Counter()
         for cp, state in zip(named, states, strict=True):
             assert state is not None, cp
-            mine = [c for c in m.calls.values() if c.campaign == cp]
+            its_calls = [c for c in m.calls.values() if c.campaign == cp]
             assert state.status == m.campaigns[cp].status
-            assert state.queued == sum(1 for c in mine if c.status == S.QUEUED)
-            assert state.open == sum(1 for c in mine if c.status not in TERMINAL)
+            assert state.queued == sum(1 for c in its_calls if c.status == S.QUEUED)
+            assert state.open == sum(1 for c in its_calls if c.status not in TERMINAL)
             assert state.live == sum(1 for c in really_live if c.campaign == cp)
             for status in TERMINAL:
                 totals[status] += state.counters.final_by_status[status]

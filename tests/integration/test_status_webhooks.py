@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from engine_support import MakeQueue
 from procs import wait_for
 
 from callqueue.engine.campaigns import CampaignEngine
+from callqueue.engine.codec import text
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import CallSpec, CarrierEvent, Outcome
 from callqueue.status_webhooks import GROUP, Event, WebhookDeliverer, signature, verify
@@ -130,7 +131,11 @@ async def test_a_dead_deliverers_events_are_delivered_by_another(make_queue: Mak
         await finish_all(q, 3)
         # A deliverer reads the entries, then dies before telling anyone.
         await q.client.xgroup_create(q.keys.hooks, GROUP, id="0", mkstream=True)
-        read = await q.client.xreadgroup(GROUP, "dead-worker", {q.keys.hooks: ">"}, count=10)
+        # redis-py types the reply for RESP2 and RESP3; this client speaks RESP2 (a list).
+        read = cast(
+            "list[Any]",
+            await q.client.xreadgroup(GROUP, "dead-worker", {q.keys.hooks: ">"}, count=10),
+        )
         assert len(read[0][1]) == 4
         async with delivering(q, "w2", claim_idle_s=0.2):
             await wait_for(lambda: _got(hook, 4), 20, "the dead worker's events")
@@ -150,10 +155,10 @@ async def test_deliveries_that_keep_failing_are_kept_and_can_be_retried(
             await wait_for(lambda: _failed(q, 2), 20, "the deliveries to be given up")
             assert hook.refused == 6  # 3 tries each: the call's event and the campaign's
             failed = await q.client.hgetall(q.keys.hooks_failed)
-            member = next(iter(failed.values())).decode()
+            member = text(next(iter(failed.values())))
             assert '"attempts":3' in member and "HTTP 500" in member
             hook.fail_next = 0
-            ids = [i.decode() for i in failed]
+            ids = [text(i) for i in failed]
             keys = [
                 q.keys.hooks,
                 q.keys.hooks_retry,
@@ -162,7 +167,7 @@ async def test_deliveries_that_keep_failing_are_kept_and_can_be_retried(
                 q.keys.stats,
             ]
             for i in ids:
-                fresh = Event.from_member(failed[i.encode()].decode()).member(0, "")
+                fresh = Event.from_member(text(failed[i.encode()])).member(0, "")
                 assert await q._scripts.hooks(q.client, keys, ["again", i, fresh]) == 1
             await wait_for(lambda: _got(hook, 2), 20, "the retried deliveries")
     assert await q.client.hlen(q.keys.hooks_failed) == 0

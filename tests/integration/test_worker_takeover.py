@@ -9,6 +9,7 @@ import pytest
 from engine_support import MakeQueue, own_number, spec
 from procs import wait_for
 
+from callqueue.engine.codec import text
 from callqueue.engine.queue import CallQueue, EndFacts, ReapResult
 from callqueue.models import CallStatus, ClaimedCall, Outcome, RetryPolicy
 
@@ -33,7 +34,7 @@ async def three_phases(q: CallQueue, worker: str) -> dict[str, ClaimedCall]:
 
 
 async def members(q: CallQueue, key: str) -> set[str]:
-    return {m.decode() for m in await q.client.smembers(key)}
+    return {text(m) for m in await q.client.smembers(key)}
 
 
 async def take_over(q: CallQueue, by: str) -> ReapResult:
