@@ -97,6 +97,7 @@ def aof_bytes(server: EmbeddedServer) -> bytes:
 # -- replica ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hot", [True, False])
 async def test_replica_mode_answers_once_the_replica_has_the_calls(
     make_settings: SettingsFactory, replicated: tuple[EmbeddedServer, ...], hot: bool
@@ -125,6 +126,7 @@ async def test_replica_mode_answers_once_the_replica_has_the_calls(
         assert command_calls(primary, "wait") == waits + 1 + 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hot", [True, False])
 async def test_replica_not_confirmed_is_503_and_the_same_request_again_is_safe(
     make_settings: SettingsFactory, replicated: tuple[EmbeddedServer, ...], hot: bool
@@ -158,6 +160,7 @@ async def test_replica_not_confirmed_is_503_and_the_same_request_again_is_safe(
         assert snap.enqueued == 2  # each call once, however many answers
 
 
+@pytest.mark.slow
 async def test_csv_import_not_confirmed_says_to_post_the_file_again(
     make_settings: SettingsFactory, replicated: tuple[EmbeddedServer, ...]
 ) -> None:
@@ -266,6 +269,7 @@ async def test_aof_mode_is_refused_by_a_server_without_waitaof(
     assert f"({version})" in message
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REDIS_7_0.exists(), reason="no system redis-server to try")
 async def test_replica_mode_works_on_a_server_without_waitaof(
     make_settings: SettingsFactory, tmp_path: Path

@@ -885,6 +885,7 @@ def model_loop(redis_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, Any]
 TIMEOUT_S = 0 if os.environ.get("ENGINE_MODEL_PROFILE") == "chaos" else 300
 
 
+@pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.timeout(TIMEOUT_S)
 def test_engine_follows_the_model(model_loop: tuple[asyncio.AbstractEventLoop, Any]) -> None:
