@@ -28,6 +28,8 @@ def test_the_reply_error_parser_lean_hands_to_hiredis() -> None:
 def test_the_pool_makes_connections_with_no_arguments_and_a_replaceable_class() -> None:
     assert list(inspect.signature(ConnectionPool.make_connection).parameters) == ["self"]
     assert "inuse_connections" in inspect.signature(ConnectionPool.disconnect).parameters
+    # lean.py tells a connection whose transport it took over that it is closed
+    assert "nowait" in inspect.signature(AbstractConnection.disconnect).parameters
     pool = ConnectionPool.from_url("redis://127.0.0.1:9")
     pool.connection_class = FastConnection  # engine/connection.py swaps the class like this
     assert isinstance(pool.make_connection(), FastConnection)  # type: ignore[no-untyped-call]
