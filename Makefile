@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The full chaos runs (5,000 calls each, several faults; about 10 minutes). Their short form
+# is part of `make test`. The table is printed and written to .chaos/results.json.
+chaos: $(STAMP)
+	CHAOS_FULL=1 $(BIN)/pytest -q -m chaos tests/chaos
 
 clean:
 	rm -rf $(VENV) .callqueue .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,271 @@
+"""Chaos runs: real ``callqueue`` processes dial through the simulated carrier (or the fake
+Plivo) while a part of the system is killed or its network misbehaves. Each run is judged from
+the carrier's ledger and the queue's final state (see callqueue.testing.chaos.judge): every
+call terminal, no attempt dialed twice, nobody dialed again after their call completed, nobody
+on two calls at once, live calls within the cap, dials within the rate limit, and dialing back
+at the full rate within WORKER_TTL + 2 s of each fault (counted from when the killed part is
+back, if that took longer than WORKER_TTL).
+
+Short form by default (a few hundred calls); ``CHAOS_FULL=1`` (``make chaos``) for the full
+form (5,000 calls, more faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaos_support import (
+    PROFILE,
+    ChaosRun,
+    base_url,
+    service_env,
+    start_service,
+    stop_service,
+)
+from e2e_support import Proc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from callqueue.embedded import EmbeddedServer
+from callqueue.testing import FakePlivo, Scenario, serve_asgi
+from callqueue.testing.chaos import Fault, RunReport
+from callqueue.testing.faultproxy import FaultProxy
+from callqueue.testing.replica_cluster import ReplicaCluster
+
+pytestmark = pytest.mark.chaos
+
+#: Redis is brought back this long after it was killed (a supervisor's restart delay).
+REDIS_DOWN_S = 3.0
+
+
+async def test_kill_up_mid_run(
+    tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
+) -> None:
+    """``kill -9`` of ``callqueue up`` while it has calls live; a supervisor starts it again."""
+    with EmbeddedServer(tmp_path / "redis") as server:
+        env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
+        run = ChaosRun("kill -9 up", tmp_path, unique_name, env)
+        home = tmp_path / "up"
+        procs = [await start_service("up", env, home, "up-1")]
+        try:
+            await run.enqueue()
+            for i in range(PROFILE.kills):
+                victim = procs[-1]
+                await run.next_fault(i, PROFILE.kills, run.live_in(victim.popen.pid))
+                killed_at = time.time()
+                victim.kill()
+                procs.append(await start_service("up", env, home, f"up-{i + 2}"))
+                back = time.time() - killed_at
+                run.fault(Fault("kill -9 up", killed_at, str(victim.popen.pid), back))
+            await run.finished()
+            await run.judge(chaos_reports, api=base_url(env), logs=procs)
+            stop_service(procs[-1])
+        finally:
+            for proc in procs:
+                proc.kill()
+
+
+async def test_kill_one_worker_of_two(
+    tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
+) -> None:
+    """Two ``callqueue worker`` processes on one Redis; ``kill -9`` of one while it has calls
+    live; a supervisor starts it again."""
+    with EmbeddedServer(tmp_path / "redis") as server:
+        env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
+        run = ChaosRun("kill -9 worker", tmp_path, unique_name, env)
+        procs = [await start_service("worker", env, tmp_path / f"w{i}", f"w{i}") for i in (1, 2)]
+        try:
+            await run.enqueue()
+            for i in range(PROFILE.kills):
+                victim, other = procs[-2], procs[-1]
+
+                def both_busy(victim: Proc = victim, other: Proc = other) -> bool:
+                    pid = victim.popen.pid
+                    return run.tail.dials(other.popen.pid) > 0 and run.live_in(pid)()
+
+                await run.next_fault(i, PROFILE.kills, both_busy)
+                killed_at = time.time()
+                victim.kill()
+                run.fault(Fault("kill -9 worker", killed_at, str(victim.popen.pid)))
+                name = f"w{i + 3}"
+                procs.append(await start_service("worker", env, tmp_path / name, name))
+                procs[-2], procs[-1] = procs[-1], procs[-2]  # the next victim: the older one
+            await run.finished()
+            await run.judge(chaos_reports, logs=procs)
+            for proc in procs[-2:]:
+                stop_service(proc)
+        finally:
+            for proc in procs:
+                proc.kill()
+
+
+async def test_kill_redis_mid_run(
+    tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
+) -> None:
+    """``kill -9`` of Redis (append-only file on) under ``callqueue up``, restarted 3 s later."""
+    with EmbeddedServer(tmp_path / "redis", appendonly=True) as server:
+        env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
+        run = ChaosRun("kill -9 redis", tmp_path, unique_name, env)
+        up = await start_service("up", env, tmp_path / "up", "up")
+        try:
+            await run.enqueue()
+            for i in range(PROFILE.kills):
+                await run.next_fault(i, PROFILE.kills)
+                killed_at = time.time()
+                server.kill()
+                await asyncio.sleep(REDIS_DOWN_S)  # the fault itself: Redis stays down
+                await asyncio.to_thread(server.start)
+                run.fault(Fault("kill -9 redis", killed_at, outage_s=time.time() - killed_at))
+            await run.finished()
+            await run.judge(chaos_reports, api=base_url(env), logs=[up])
+            stop_service(up)
+        finally:
+            up.kill()
+
+
+@pytest.mark.cluster
+async def test_cluster_master_failover(
+    tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
+) -> None:
+    """3 masters + 3 replicas; the master holding the queue's slot is killed and its replica
+    promoted (automatic failover); the old master comes back as a replica before the next."""
+    cluster = ReplicaCluster(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=1500)
+    await asyncio.to_thread(cluster.start)
+    try:
+        key = f"cq:{{{unique_name}}}:x"
+        # The service's first node: one that is neither killed nor promoted.
+        first, spare = cluster.master_of(key), cluster.replicas_of(cluster.master_of(key))
+        entry = next(n for n in cluster.nodes if n is not first and n not in spare)
+        env = service_env(entry.url, unique_name, tmp_path / "ledger.jsonl", REDIS_CLUSTER="1")
+        run = ChaosRun("cluster failover", tmp_path, unique_name, env)
+        up = await start_service("up", env, tmp_path / "up", "up")
+        try:
+            await run.enqueue()
+            for i in range(PROFILE.kills):
+                await run.next_fault(i, PROFILE.kills)
+                victim = cluster.master_of(key)
+                killed_at = time.time()
+                victim.kill()
+                await asyncio.to_thread(cluster.wait_failover, victim)
+                run.fault(Fault("master killed", killed_at, outage_s=time.time() - killed_at))
+                await asyncio.to_thread(cluster.rejoin, victim)
+            await run.finished()
+            await run.judge(chaos_reports, api=base_url(env), logs=[up])
+            stop_service(up)
+        finally:
+            up.kill()
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+# -- the fault proxy, with the fake Plivo ---------------------------------------------------------
+
+AUTH_ID, TOKEN = "MACHAOS0000000000001", "chaos-plivo-token"
+#: No worker dies here, so an attempt's longest life only bounds a dial request cut before it
+#: reached the carrier: 2 + 3 + 5 + 2 s.
+PROXY_LIMITS = {
+    "DIAL_LEASE_SECONDS": "2",
+    "RING_TIMEOUT": "3",
+    "DEFAULT_MAX_DURATION": "5",
+    "CALL_GRACE_SECONDS": "2",
+}
+
+
+def plivo_calls(seed: int = 11) -> Callable[[dict[str, Any]], Scenario]:
+    """The fake Plivo's mix, like the simulator's: 65% answered, the rest busy, unanswered
+    or failed."""
+    rng = random.Random(seed)
+
+    def choose(_body: dict[str, Any]) -> Scenario:
+        roll, ring = rng.random(), rng.uniform(0.05, 0.2)
+        if roll < 0.15:
+            return Scenario(outcome="busy", ring_s=ring)
+        if roll < 0.30:
+            return Scenario(outcome="no_answer", ring_s=ring)
+        if roll < 0.35:
+            return Scenario(outcome="failed", ring_s=ring)
+        return Scenario(outcome="answered", ring_s=ring, talk_s=rng.uniform(0.4, 1.2))
+
+    return choose
+
+
+def voice_bot() -> Starlette:
+    """The agent server: its health (in /api/health) and the answer URL of answered calls."""
+
+    async def answer(_: Request) -> Response:
+        return Response("<Response><Speak>hello</Speak></Response>", media_type="text/xml")
+
+    async def health(_: Request) -> Response:
+        return Response("ok")
+
+    return Starlette(
+        routes=[
+            Route("/outbound-answer", answer, methods=["GET", "POST"]),
+            Route("/health", health),
+        ]
+    )
+
+
+async def test_fault_proxy_between_service_redis_and_plivo(
+    tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
+) -> None:
+    """``callqueue up`` with CARRIER=plivo reaches Redis and the fake Plivo through fault
+    proxies: latency, connections dropped (FIN) and reset (RST), on each path in turn."""
+    with EmbeddedServer(tmp_path / "redis") as server:
+        async with (
+            FaultProxy("127.0.0.1", server.port) as redis_proxy,
+            FakePlivo(AUTH_ID, TOKEN, scenario=plivo_calls()) as plivo,
+            FaultProxy("127.0.0.1", int(plivo.url.rsplit(":", 1)[1])) as plivo_proxy,
+            serve_asgi(voice_bot()) as bot,
+        ):
+            env = service_env(
+                f"redis://127.0.0.1:{redis_proxy.port}", unique_name, tmp_path / "ledger.jsonl",
+                CARRIER="plivo", PLIVO_AUTH_ID=AUTH_ID, PLIVO_AUTH_TOKEN=TOKEN,
+                PLIVO_NUMBER="+14155550100", PLIVO_API_URL=f"http://127.0.0.1:{plivo_proxy.port}",
+                AGENT_SERVER_URL=bot, AGENT_CHECK="off", QUEUE_WORKERS=str(PROFILE.cap),
+                **PROXY_LIMITS,
+            )  # fmt: skip
+            env["PUBLIC_URL"] = base_url(env)
+            plivo_proxy.set_latency(0.02)
+            run = ChaosRun(
+                "fault proxy", tmp_path, unique_name, env, plivo, calls=PROFILE.proxy_calls
+            )
+            up = await start_service("up", env, tmp_path / "up", "up")
+            try:
+                await run.enqueue()
+                await run.steady()
+                for _ in range(PROFILE.proxy_rounds):
+                    await proxy_round(run, redis_proxy, plivo_proxy)
+                await run.finished()
+                await run.judge(chaos_reports, api=base_url(env), logs=[up])
+                stop_service(up)
+            finally:
+                up.kill()
+
+
+async def proxy_round(run: ChaosRun, redis: FaultProxy, carrier: FaultProxy) -> None:
+    """One round of the proxy's schedule; the pauses between faults are part of it. The
+    carrier's faults come first: a dial request cut before it reached the carrier holds its
+    slot for the attempt's longest life, which then runs out while the rest goes on. The
+    carrier path keeps its latency constant: a latency that drops would bunch requests sent
+    a second apart into less than a second at the carrier, which no dialer can prevent."""
+    steps: list[tuple[str, Callable[[], object], bool]] = [
+        ("plivo drop", carrier.drop_all, True),
+        ("plivo reset", carrier.reset_all, True),
+        ("redis +5ms", lambda: redis.set_latency(0.005), False),
+        ("redis 0ms", lambda: redis.set_latency(0.0), False),
+        ("redis drop", redis.drop_all, True),
+        ("redis reset", redis.reset_all, True),
+    ]
+    for name, act, measured in steps:
+        at = time.time()
+        act()
+        run.fault(Fault(name, at, recovery=measured))
+        await asyncio.sleep(PROFILE.proxy_gap_s)
