@@ -28,7 +28,10 @@ from callqueue.testing.chaos import (
     LedgerTail,
     Limits,
     RunReport,
+    full_rate,
     judge,
+    recovery_after,
+    recovery_target,
     render_table,
     timeline,
 )
@@ -47,8 +50,8 @@ class Profile:
     queue_workers: int  # dial requests in flight per process
     worker_ttl_s: float  # WORKER_TTL_SECONDS
     kills: int  # faults per kill scenario
-    proxy_rounds: int  # rounds of the fault proxy's schedule
-    proxy_gap_s: float  # between two of its faults
+    proxy_rounds: int  # rounds of the fault proxy's schedule (0: one round, both paths at once)
+    proxy_gap_s: float  # how long a latency stays on
     proxy_calls: int  # calls of the fault proxy's run (through the fake Plivo: slower)
     steady_s: float  # dialing before the first fault (the full rate is measured there)
     drain_timeout_s: float  # the last fault to every call finished, at most
@@ -56,8 +59,8 @@ class Profile:
 
 
 SHORT = Profile(
-    "short", calls=400, rate=80, cap=50, queue_workers=10, worker_ttl_s=3, kills=1,
-    proxy_rounds=1, proxy_gap_s=1.5, proxy_calls=200, steady_s=2.5, drain_timeout_s=60,
+    "short", calls=300, rate=80, cap=50, queue_workers=10, worker_ttl_s=3, kills=1,
+    proxy_rounds=0, proxy_gap_s=1.0, proxy_calls=200, steady_s=2.0, drain_timeout_s=60,
     test_timeout_s=150,
 )  # fmt: skip
 LONG = Profile(
@@ -167,7 +170,7 @@ class ChaosRun:
         self.client = connect(env["REDIS_URL"], cluster=self.settings.redis_cluster or None)
         self.queue = CallQueue(self.client, queue, self.settings.queue_options())
         self.started = time.monotonic()
-        self.first_dial: float | None = None
+        self.baseline: float | None = None  # dials/s before the first fault
         self.plivo = plivo
         self.plivo_shift = time.time() - time.monotonic()  # the fake's clock is monotonic
 
@@ -200,49 +203,50 @@ class ChaosRun:
         assert len(results) == len(specs)
 
     # -- watching -------------------------------------------------------------------------------
-    def dials(self) -> tuple[int, float | None]:
-        """Dials so far and the time of the first (wall clock), from the carrier's side."""
+    def dial_times(self) -> list[float]:
+        """Every dial so far (wall clock, in order), from the carrier's side."""
         if self.plivo is not None:
-            calls = list(self.plivo.calls.values())
-            first = min((c.created_at for c in calls), default=None)
-            return len(calls), None if first is None else first + self.plivo_shift
+            return sorted(c.created_at + self.plivo_shift for c in self.plivo.calls.values())
         self.tail.poll()
-        if self.first_dial is None:
-            self.first_dial = next((r["t"] for r in self.tail.records if r["ev"] == "dial"), None)
-        return self.tail.dials(), self.first_dial
+        return sorted(r["t"] for r in self.tail.records if r["ev"] == "dial")
 
     async def steady(self, also: Callable[[], bool] | None = None) -> None:
         """Waits until the run has dialed for ``steady_s`` and ``also`` holds (e.g. the victim
         has calls live)."""
 
         def ready() -> bool:
-            _, first = self.dials()
-            if first is None or time.time() - first < PROFILE.steady_s:
+            times = self.dial_times()
+            if not times or time.time() - times[0] < PROFILE.steady_s:
                 return False
             return also is None or also()
 
         await until(_async(ready), 60 + PROFILE.steady_s, f"{self.scenario}: steady dialing")
 
-    async def next_fault(
-        self, index: int, count: int, also: Callable[[], bool] | None = None
-    ) -> None:
-        """Waits for the moment of fault ``index`` of ``count``: the first once dialing is
-        steady, the next ones spread over the calls, each once the previous one's recovery
-        target has passed."""
+    async def recovered(self) -> None:
+        """Waits until dialing is back at the full rate after the last fault, or its recovery
+        target (and a second) has passed: the next fault then finds a steady run again, and
+        each recovery is measured alone. judge() says whether the target was met."""
+        fault = self.faults[-1]
+        if self.baseline is None:
+            self.baseline = full_rate(self.dial_times(), self.faults[0].t, PROFILE.rate)
+        rate = self.baseline
+        give_up = fault.t + recovery_target(fault, self.worker_ttl_s) + 1.0
+
+        def back() -> bool:
+            took = recovery_after(self.dial_times(), fault.t, rate)
+            return took is not None or time.time() > give_up
+
+        await until(_async(back), give_up - time.time() + 5, f"{self.scenario}: recovery")
+
+    async def next_fault(self, index: int, also: Callable[[], bool] | None = None) -> None:
+        """Waits for the moment of fault ``index``: the first once dialing is steady, the
+        next ones once the previous one has recovered; and ``also``."""
         if index == 0:
             await self.steady(also)
             return
-        share = index / count * 0.8
-        last = self.faults[-1]
-        settle = max(self.worker_ttl_s, last.outage_s) + 4
-
-        def ready() -> bool:
-            dialed, _ = self.dials()
-            if dialed < share * len(self.people) or time.time() - last.t < settle:
-                return False
-            return also is None or also()
-
-        await until(_async(ready), PROFILE.drain_timeout_s, f"{self.scenario}: fault {index + 1}")
+        await self.recovered()
+        if also is not None:
+            await until(_async(also), PROFILE.drain_timeout_s, f"{self.scenario}: fault {index}")
 
     def live_in(self, source: int) -> Callable[[], bool]:
         """True while process ``source`` has at least 3 simulated calls live."""

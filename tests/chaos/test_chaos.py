@@ -15,6 +15,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ async def test_kill_up_mid_run(
             await run.enqueue()
             for i in range(PROFILE.kills):
                 victim = procs[-1]
-                await run.next_fault(i, PROFILE.kills, run.live_in(victim.popen.pid))
+                await run.next_fault(i, run.live_in(victim.popen.pid))
                 killed_at = time.time()
                 victim.kill()
                 procs.append(await start_service("up", env, home, f"up-{i + 2}"))
@@ -90,7 +91,7 @@ async def test_kill_one_worker_of_two(
                     pid = victim.popen.pid
                     return run.tail.dials(other.popen.pid) > 0 and run.live_in(pid)()
 
-                await run.next_fault(i, PROFILE.kills, both_busy)
+                await run.next_fault(i, both_busy)
                 killed_at = time.time()
                 victim.kill()
                 run.fault(Fault("kill -9 worker", killed_at, str(victim.popen.pid)))
@@ -117,7 +118,7 @@ async def test_kill_redis_mid_run(
         try:
             await run.enqueue()
             for i in range(PROFILE.kills):
-                await run.next_fault(i, PROFILE.kills)
+                await run.next_fault(i)
                 killed_at = time.time()
                 server.kill()
                 await asyncio.sleep(REDIS_DOWN_S)  # the fault itself: Redis stays down
@@ -149,7 +150,7 @@ async def test_cluster_master_failover(
         try:
             await run.enqueue()
             for i in range(PROFILE.kills):
-                await run.next_fault(i, PROFILE.kills)
+                await run.next_fault(i)
                 victim = cluster.master_of(key)
                 killed_at = time.time()
                 victim.kill()
@@ -169,12 +170,12 @@ async def test_cluster_master_failover(
 
 AUTH_ID, TOKEN = "MACHAOS0000000000001", "chaos-plivo-token"
 #: No worker dies here, so an attempt's longest life only bounds a dial request cut before it
-#: reached the carrier: 2 + 3 + 5 + 2 s.
+#: reached the carrier: 2 + 2 + 3 + 1 s.
 PROXY_LIMITS = {
     "DIAL_LEASE_SECONDS": "2",
-    "RING_TIMEOUT": "3",
-    "DEFAULT_MAX_DURATION": "5",
-    "CALL_GRACE_SECONDS": "2",
+    "RING_TIMEOUT": "2",
+    "DEFAULT_MAX_DURATION": "3",
+    "CALL_GRACE_SECONDS": "1",
 }
 
 
@@ -241,8 +242,7 @@ async def test_fault_proxy_between_service_redis_and_plivo(
             try:
                 await run.enqueue()
                 await run.steady()
-                for _ in range(PROFILE.proxy_rounds):
-                    await proxy_round(run, redis_proxy, plivo_proxy)
+                await run_schedule(run, proxy_schedule(redis_proxy, plivo_proxy))
                 await run.finished()
                 await run.judge(chaos_reports, api=base_url(env), logs=[up])
                 stop_service(up)
@@ -250,22 +250,46 @@ async def test_fault_proxy_between_service_redis_and_plivo(
                 up.kill()
 
 
-async def proxy_round(run: ChaosRun, redis: FaultProxy, carrier: FaultProxy) -> None:
-    """One round of the proxy's schedule; the pauses between faults are part of it. The
-    carrier's faults come first: a dial request cut before it reached the carrier holds its
-    slot for the attempt's longest life, which then runs out while the rest goes on. The
-    carrier path keeps its latency constant: a latency that drops would bunch requests sent
-    a second apart into less than a second at the carrier, which no dialer can prevent."""
-    steps: list[tuple[str, Callable[[], object], bool]] = [
-        ("plivo drop", carrier.drop_all, True),
-        ("plivo reset", carrier.reset_all, True),
-        ("redis +5ms", lambda: redis.set_latency(0.005), False),
-        ("redis 0ms", lambda: redis.set_latency(0.0), False),
-        ("redis drop", redis.drop_all, True),
-        ("redis reset", redis.reset_all, True),
+def proxy_schedule(redis: FaultProxy, carrier: FaultProxy) -> list[tuple[str, Step]]:
+    """The fault proxy's faults in order. The carrier path keeps its latency constant: a
+    latency that drops would bunch requests sent a second apart into less than a second at
+    the carrier, which no dialer can prevent. Short form: each path dropped and reset at the
+    same moment; full form: each path in turn, ``proxy_rounds`` times."""
+    latency = [
+        ("redis +5ms", Step(lambda: redis.set_latency(0.005), measured=False)),
+        ("redis 0ms", Step(lambda: redis.set_latency(0.0), measured=False)),
     ]
-    for name, act, measured in steps:
+    if PROFILE.proxy_rounds == 0:
+
+        def both(kind: str) -> Step:
+            return Step(lambda: (getattr(carrier, kind)(), getattr(redis, kind)()))
+
+        return [("plivo+redis drop", both("drop_all")), *latency,
+                ("plivo+redis reset", both("reset_all"))]  # fmt: skip
+    one_round = [
+        ("plivo drop", Step(carrier.drop_all)),
+        ("plivo reset", Step(carrier.reset_all)),
+        *latency,
+        ("redis drop", Step(redis.drop_all)),
+        ("redis reset", Step(redis.reset_all)),
+    ]
+    return one_round * PROFILE.proxy_rounds
+
+
+@dataclass(frozen=True)
+class Step:
+    act: Callable[[], object]
+    measured: bool = True  # a recovery target applies
+
+
+async def run_schedule(run: ChaosRun, steps: list[tuple[str, Step]]) -> None:
+    """Injects each fault once dialing is back at the full rate after the previous one (a
+    latency stays on ``proxy_gap_s``: a deliberate part of the fault)."""
+    for name, step in steps:
         at = time.time()
-        act()
-        run.fault(Fault(name, at, recovery=measured))
-        await asyncio.sleep(PROFILE.proxy_gap_s)
+        step.act()
+        run.fault(Fault(name, at, recovery=step.measured))
+        if step.measured:
+            await run.recovered()
+        else:
+            await asyncio.sleep(PROFILE.proxy_gap_s)

@@ -43,7 +43,10 @@ __all__ = [
     "LedgerTail",
     "Limits",
     "RunReport",
+    "full_rate",
     "judge",
+    "recovery_after",
+    "recovery_target",
     "render_table",
     "timeline",
     "write_results",
@@ -249,7 +252,7 @@ def _live_until(
     return dial.t + life
 
 
-def _full_rate(times: Sequence[float], before: float, limit: float) -> float:
+def full_rate(times: Sequence[float], before: float, limit: float) -> float:
     """The dial rate of the steady run before ``before``: the median count over the whole
     seconds that start from the first dial + 1 s (ramp-up) and end by ``before``."""
     if not times:
@@ -264,7 +267,7 @@ def _full_rate(times: Sequence[float], before: float, limit: float) -> float:
     return float(statistics.median(counts))
 
 
-def _recovery(times: Sequence[float], fault: float, rate: float) -> float | None:
+def recovery_after(times: Sequence[float], fault: float, rate: float) -> float | None:
     """Seconds from ``fault`` to the start of the first whole second, at or after the
     fault, holding at least FULL_RATE_SHARE of ``rate`` dials; None if none did."""
     need = FULL_RATE_SHARE * rate
@@ -273,6 +276,12 @@ def _recovery(times: Sequence[float], fault: float, rate: float) -> float | None
         if bisect_left(times, start + 1.0) - bisect_left(times, start) >= need:
             return start - fault
     return None
+
+
+def recovery_target(fault: Fault, worker_ttl_s: float) -> float:
+    """Dialing must be back at the full rate this long after ``fault``: WORKER_TTL + 2 s,
+    counted from when the part came back if it stayed away longer than WORKER_TTL."""
+    return max(worker_ttl_s, fault.outage_s) + 2.0
 
 
 def judge(
@@ -338,13 +347,13 @@ def judge(
 
     timed = [f for f in faults if f.recovery]
     first_fault = min((f.t for f in faults), default=times[-1] if times else 0.0)
-    full = _full_rate(times, first_fault, limits.rate_per_s)
+    full = full_rate(times, first_fault, limits.rate_per_s)
     recovery: float | None = None
     target: float | None = None
     slow: list[str] = []
     for f in timed:
-        took = _recovery(times, f.t, full)
-        own_target = max(limits.worker_ttl_s, f.outage_s) + 2.0
+        took = recovery_after(times, f.t, full)
+        own_target = recovery_target(f, limits.worker_ttl_s)
         if took is None or took > own_target:
             slow.append(f"{f.kind} at {f.t:.3f}: {'never' if took is None else f'{took:.1f}s'}"
                         f" (target {own_target:.1f}s)")  # fmt: skip
