@@ -286,8 +286,9 @@ async def _bulk_round(base_url: str, bodies: list[bytes], clients: int) -> tuple
     headers = {"content-type": "application/json"}
     conns = [http_client(base_url) for _ in range(clients)]
     try:
-        for conn in conns:  # connect outside the timing
-            (await conn.get("/api/health")).raise_for_status()
+        for conn in conns:  # connect outside the timing (liveness: calls queued by an earlier
+            # round wait for a worker this `callqueue api` does not have, so readiness is 503)
+            (await conn.get("/api/health/live")).raise_for_status()
 
         async def client(c: int) -> None:
             nonlocal queued, next_body

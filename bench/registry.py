@@ -48,6 +48,8 @@ TARGETS: dict[str, Target] = {
     # Over real HTTP to a `callqueue api` process (bench/http.py).
     "http_bulk_enqueue_per_s": Target(">=", 20_000),
     "http_queue_p99_ms": Target("<=", 20),
+    # kill -9 of a worker or of `callqueue up` (bench/recovery.py): WORKER_TTL (10 s) + 2 s.
+    "recovery_after_kill_s": Target("<=", 12),
 }
 
 

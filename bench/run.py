@@ -33,6 +33,7 @@ import bench.campaigns
 import bench.http
 import bench.inprocess
 import bench.plivo
+import bench.recovery
 import bench.scale
 import bench.workers  # noqa: F401
 from bench.registry import REGISTRY, TARGETS, BenchContext, Benchmark, Measured, select

@@ -185,6 +185,8 @@ def status_table(view: QueueStatusView) -> Table:
     avg = view.average_call_duration_seconds
     table.add_row("average call duration", "-" if avg is None else f"{avg:.1f} s")
     table.add_row("workers alive", str(view.workers.alive))
+    for part, reason in view.dispatch_blocked.items():
+        table.add_row(f"[red]dispatch blocked: {part}[/red]", reason)
     return table
 
 
@@ -196,10 +198,15 @@ async def _status(settings: Settings, as_json: bool) -> None:
     runtime = await open_runtime(settings)
     try:
         snap = await queue_snapshot(runtime.queue)
+        blocked = await runtime.queue.problems()
     finally:
         await runtime.aclose()
     view = QueueStatusView.of(
-        runtime.queue.name, snap, settings.max_concurrent_calls, settings.rate_limit_per_second
+        runtime.queue.name,
+        snap,
+        settings.max_concurrent_calls,
+        settings.rate_limit_per_second,
+        blocked,
     )
     if as_json:
         sys.stdout.write(orjson.dumps(view.model_dump(mode="json")).decode() + "\n")

@@ -100,6 +100,19 @@ class Settings(BaseSettings):
         False, description="FastAPI's native OpenTelemetry spans, metrics and logs per request"
     )
     shutdown_timeout: float = Field(8, gt=0, le=60)
+    worker_ttl_seconds: float = Field(
+        10, ge=0.5, le=600, description="a worker silent this long is gone; its calls are taken"
+    )
+    event_spool: Path | None = Field(
+        None, description="carrier events unwritten at stop go here; default DATA_DIR/event-spool"
+    )
+    request_read_timeout: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="seconds a request's headers, or its body between two "
+        "chunks, may take to arrive before the connection is closed (408)",
+    )
 
     @field_validator("retry_on")
     @classmethod
@@ -148,6 +161,7 @@ class Settings(BaseSettings):
             retention_s=self.retention_seconds,
             one_call_per_number=self.one_call_per_number,
             max_attempts_per_number_per_day=self.max_attempts_per_number_per_day,
+            worker_ttl_s=self.worker_ttl_seconds,
             retry=RetryPolicy(
                 retry_on=frozenset(Outcome(v) for v in self.retry_on.split(",") if v),
                 base_delay_s=self.retry_base_delay,
@@ -157,6 +171,10 @@ class Settings(BaseSettings):
                 machine_is_done=self.machine_counts_as_done,
             ),
         )
+
+    @property
+    def event_spool_path(self) -> Path:
+        return self.event_spool or self.data_dir / "event-spool.jsonl"
 
     def sim_profile(self) -> SimProfile:
         mix = _parse_mix(self.sim_outcomes) or dict(DEFAULT_MIX)

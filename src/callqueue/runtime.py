@@ -57,9 +57,14 @@ async def open_runtime(settings: Settings) -> Runtime:
         url = settings.redis_url
     else:
         url, server = await asyncio.to_thread(ensure_local_server, settings.data_dir)
-    client = connect(
-        url, cluster=settings.redis_cluster or None, tls_ca=settings.redis_tls_ca or None
-    )
+    try:
+        client = connect(
+            url, cluster=settings.redis_cluster or None, tls_ca=settings.redis_tls_ca or None
+        )
+    except ValueError as exc:  # a URL or option connect() cannot use: a setting to fix
+        if server is not None:
+            server.stop()
+        raise ConfigError(f"REDIS_URL: {exc}") from None
     queue = CallQueue(client, settings.queue_name, settings.queue_options())
     try:
         await queue.prepare()
@@ -134,7 +139,7 @@ def twilio_config(settings: Settings) -> TwilioConfig:
 
 
 def make_dispatcher(runtime: Runtime) -> Dispatcher:
-    writer = EventWriter(runtime.queue)
+    writer = EventWriter(runtime.queue, spool=runtime.settings.event_spool_path)
     carrier = make_carrier(runtime.settings, writer)
     runtime._closers.append(carrier.aclose)
     dispatcher = Dispatcher(

@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from callqueue.api import create_app
+from callqueue.api.server import bind_socket, make_server
 from callqueue.config import Settings
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import queue_snapshot
@@ -38,6 +39,25 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClien
             yield client, rt
     finally:
         await rt.aclose()
+
+
+@asynccontextmanager
+async def served(runtime: Runtime) -> AsyncIterator[str]:
+    """The app behind the HTTP server ``callqueue api`` runs (uvicorn with its protocol and
+    settings), on a free loopback port: its base URL."""
+    server = make_server(runtime)
+    sock = bind_socket("127.0.0.1", 0)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        listening = asyncio.create_task(server.listening.wait())
+        await asyncio.wait({serving, listening}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        assert server.listening.is_set(), "the HTTP server did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+        sock.close()
 
 
 SEED_CALL: dict[str, Any] = {

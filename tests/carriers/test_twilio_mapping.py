@@ -33,6 +33,7 @@ from callqueue.runtime import Runtime, make_carrier, twilio_config
 from callqueue.testing import FakeTwilio, TwilioScenario, serve_asgi
 
 SID = "AC" + "1" * 32
+CALL_SID = "CA" + "2" * 32
 CONFIG = TwilioConfig(
     SID,
     "token",
@@ -482,8 +483,9 @@ async def test_webhook_route_needs_twilio_configured_and_signs_the_public_url(
         app = create_app(runtime=Runtime(settings, client, queue, redis_url))
         await queue.enqueue(CallSpec("c1", "+919123456789"))
         (call,) = (await queue.claim(1)).calls
-        await queue.accepted(call, "CA1")
+        await queue.accepted(call, CALL_SID)
 
+        who = {"CallSid": CALL_SID, "AccountSid": SID}
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test"
         ) as http:
@@ -494,27 +496,27 @@ async def test_webhook_route_needs_twilio_configured_and_signs_the_public_url(
 
             missing = await post("/api/webhooks/twilio/status?call_id=c1", {"CallStatus": "x"})
             assert missing.status_code == 422
-            initiated = await post(path, {"CallSid": "CA1", "CallStatus": "initiated"})
+            initiated = await post(path, {**who, "CallStatus": "initiated"})
             assert initiated.json() == {"applied": False, "code": "ignored"}
             # Signed by Twilio for the URL with its default port: the same URL.
-            ringing = {"CallSid": "CA1", "CallStatus": "ringing"}
+            ringing = {**who, "CallStatus": "ringing"}
             port443 = await post(path, ringing, "https://queue.example.com:443" + path)
             assert port443.json() == {"applied": False, "code": "dup"}  # accepted = ringing
             # The app's own host is not what Twilio called: refused.
             local = await post(path, ringing, "http://test" + path)
             assert local.status_code == 403
-            human = await post(f"{path}&amd=1", {"CallSid": "CA1", "AnsweredBy": "human"})
+            human = await post(f"{path}&amd=1", {**who, "AnsweredBy": "human"})
             assert human.json() == {"applied": True, "code": "ok"}
             record = await queue.get("c1")
             assert record is not None and record.status == CallStatus.IN_PROGRESS
-            end = {"CallSid": "CA1", "CallStatus": "completed", "CallDuration": "7"}
+            end = {**who, "CallStatus": "completed", "CallDuration": "7"}
             for _ in range(2):
                 done = await post(path, end)
             assert done.json() == {"applied": False, "code": "dup"}
             record = await queue.get("c1")
             assert record is not None and record.status == CallStatus.COMPLETED
             assert record.attempts[0].duration_s == 7.0
-            assert record.attempts[0].carrier_call_id == "CA1"
+            assert record.attempts[0].carrier_call_id == CALL_SID
     finally:
         await client.aclose()
 

@@ -5,20 +5,34 @@ agent server pausing dispatch. Everything is asserted from the fake carrier's ow
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from e2e_support import clean_env, free_port, running, until
+from e2e_support import (
+    CallbackCatcher,
+    Captured,
+    Replays,
+    assert_person_and_machine_settled,
+    call_views,
+    clean_env,
+    free_port,
+    queue_person_and_machine,
+    running,
+    until,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from callqueue.carriers.plivo_events import ENGINE_FIELDS
+from callqueue.carriers.plivo_signature import sign_v3, v3_string_to_sign
 from callqueue.testing import (
     CONCURRENCY_LIMIT_BREACHED,
     FakePlivo,
@@ -65,24 +79,35 @@ class Scenarios:
             return Scenario(api_status=429, retry_after_s=0.2)
         if to.endswith("05") and first:
             return Scenario(outcome="failed", hangup_cause=CONCURRENCY_LIMIT_BREACHED)
+        if to.endswith("06"):
+            return Scenario(outcome="machine", **quick)
         return Scenario(outcome="answered", **quick)
 
 
 @asynccontextmanager
 async def service(
-    tmp_path: Path, redis_url: str, queue: str, plivo: FakePlivo, agent_port: int
+    tmp_path: Path,
+    redis_url: str,
+    queue: str,
+    plivo: FakePlivo,
+    agent_port: int,
+    public_url: str = "",
+    **overrides: str,
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """``callqueue up`` on a free port; Plivo calls back ``public_url`` (default: the app)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = clean_env(
         REDIS_URL=redis_url, QUEUE_NAME=queue, PORT=str(port), CARRIER="plivo",
         PLIVO_AUTH_ID=AUTH_ID, PLIVO_AUTH_TOKEN=TOKEN, PLIVO_NUMBER="+14155550100",
-        PLIVO_API_URL=plivo.url, PUBLIC_URL=base, AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}",
+        PLIVO_API_URL=plivo.url, PUBLIC_URL=public_url or base,
+        AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}",
         AGENT_CHECK_INTERVAL="0.2", MAX_CONCURRENT_CALLS=str(MAX_LIVE),
         RATE_LIMIT_PER_SECOND=str(RATE), RING_TIMEOUT="5", DEFAULT_MAX_DURATION="5",
         CALL_GRACE_SECONDS="2", RETRY_BASE_DELAY="0.1", RETRY_MAX_DELAY="0.2",
         RATE_BACKOFF_SECONDS="1", LOG_LEVEL="WARNING",
     )  # fmt: skip
+    env.update(overrides)
     with running(["up"], env, tmp_path, "up") as proc:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
 
@@ -221,3 +246,62 @@ async def test_a_dead_agent_server_pauses_dialing_until_it_is_back(
 
                 await until(done, 20, "the call to be placed once the agent is back")
             assert sum(calls_dialed(plivo).values()) == 1
+
+
+async def test_reshaped_callbacks_are_refused_and_change_nothing(
+    tmp_path: Path, redis_url: str, unique_name: str
+) -> None:
+    """Signature V3 signs the fields run together, so a genuine callback can be re-shaped (a
+    field run into the value before it) and keep its signature. Every such re-shape of what
+    the engine reads is refused with 400 and changes nothing; so is a well-formed callback
+    naming another call; the genuine callbacks then apply."""
+    agent_port = free_port()
+    catcher = CallbackCatcher()
+    async with (
+        serve_asgi(agent_app(), port=agent_port),
+        serve_asgi(catcher.app()) as public,  # Plivo calls this, not the app
+        FakePlivo(AUTH_ID, TOKEN, scenario=Scenarios()) as plivo,
+        service(
+            tmp_path, redis_url, unique_name, plivo, agent_port, public,
+            RING_TIMEOUT="60", DEFAULT_MAX_DURATION="60",
+        ) as (_, http),
+    ):  # fmt: skip
+        await queue_person_and_machine(http, "+919123499701", "+919123499706")
+
+        async def caught() -> bool:
+            return all(catcher.find(c, "/plivo/hangup") for c in ("person", "machine"))
+
+        await until(caught, 20, "Plivo to send both hangups")
+        await plivo.settled(timeout=10)
+        kinds = ("/plivo/ring", "/plivo/machine", "/plivo/hangup")
+        person = [c for k in kinds if (c := catcher.find("person", k))]
+        machine = [c for k in kinds if (c := catcher.find("machine", k))]
+        assert (len(person), len(machine)) == (2, 3)  # ring, (machine,) hangup
+        before = await call_views(http)
+        assert {v["status"] for v in before.values()} == {"ringing"}  # the dial's answer only
+
+        def signed_text(seen: Captured, form: Mapping[str, str]) -> str:
+            nonce = seen.headers["x-plivo-signature-v3-nonce"]
+            return v3_string_to_sign(public + seen.path, nonce, form)
+
+        replays = Replays(http, "x-plivo-signature", signed_text)
+        assert await replays.refuse_every_fold(person + machine, ENGINE_FIELDS) >= 20
+
+        # Well formed and signed, but naming another call than the attempt's request uuid.
+        hangup = person[-1]
+        other = {k: str(uuid.uuid4()) if k.endswith("UUID") else v for k, v in hangup.form.items()}
+        nonce = "reshape-test-nonce-0001"
+        signature = sign_v3(TOKEN, public + hangup.path, nonce, other)
+        reply = await http.post(
+            hangup.path,
+            data=other,
+            headers={"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-V3-Nonce": nonce},
+        )
+        assert reply.status_code == 400 and "CallUUID" in reply.text, reply.text
+        assert await call_views(http) == before  # nothing changed
+
+        await replays.accept_all(person + machine)
+        assert_person_and_machine_settled(await call_views(http), hangup.form["CallUUID"])
+        assert sorted(calls_dialed(plivo).items()) == [
+            (("machine", "1"), 1), (("person", "1"), 1)
+        ]  # fmt: skip

@@ -4,21 +4,35 @@ accepted, forged callbacks refused. Everything is asserted from the fake carrier
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-from e2e_support import clean_env, free_port, running, until
+from e2e_support import (
+    CallbackCatcher,
+    Captured,
+    Replays,
+    assert_person_and_machine_settled,
+    call_views,
+    clean_env,
+    fold,
+    free_port,
+    queue_person_and_machine,
+    running,
+    until,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from callqueue.carriers.twilio_signature import sign
+from callqueue.carriers.twilio_events import ENGINE_FIELDS
+from callqueue.carriers.twilio_signature import sign, string_to_sign
 from callqueue.testing import FakeTwilio, TwilioScenario, serve_asgi
 
 ACCOUNT_SID, TOKEN = "AC" + "e" * 32, "fake-twilio-token"
@@ -63,24 +77,34 @@ class Scenarios:
             return TwilioScenario(api_status=429, retry_after_s=0.2)
         if to.endswith("05"):
             return TwilioScenario(outcome="machine", ring_s=0.05, talk_s=30)
+        if to.endswith("07"):
+            return TwilioScenario(outcome="machine", **quick)
         return TwilioScenario(outcome="answered", duplicate_callbacks=to.endswith("06"), **quick)
 
 
 @asynccontextmanager
 async def service(
-    tmp_path: Path, redis_url: str, queue: str, twilio: FakeTwilio, agent_port: int
+    tmp_path: Path,
+    redis_url: str,
+    queue: str,
+    twilio: FakeTwilio,
+    agent_port: int,
+    public_url: str = "",
+    **overrides: str,
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """``callqueue up`` on a free port; Twilio calls back ``public_url`` (default: the app)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = clean_env(
         REDIS_URL=redis_url, QUEUE_NAME=queue, PORT=str(port), CARRIER="twilio",
         TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_NUMBER=CALLER,
-        TWILIO_API_URL=twilio.url, PUBLIC_URL=base,
+        TWILIO_API_URL=twilio.url, PUBLIC_URL=public_url or base,
         AGENT_SERVER_URL=f"http://127.0.0.1:{agent_port}", AGENT_CHECK_INTERVAL="0.2",
         MAX_CONCURRENT_CALLS=str(MAX_LIVE), RATE_LIMIT_PER_SECOND=str(RATE), RING_TIMEOUT="5",
         DEFAULT_MAX_DURATION="5", CALL_GRACE_SECONDS="2", RETRY_BASE_DELAY="0.1",
         RETRY_MAX_DELAY="0.2", RATE_BACKOFF_SECONDS="1", LOG_LEVEL="WARNING",
     )  # fmt: skip
+    env.update(overrides)
     with running(["up"], env, tmp_path, "up") as proc:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
 
@@ -211,3 +235,73 @@ async def test_calls_through_twilio_end_to_end(
             forged = await http.post(path, data=form, headers=headers)
             assert forged.status_code == 403, forged.text
         assert await status_of(http, "c0-01") == before
+
+
+async def test_reshaped_callbacks_are_refused_and_change_nothing(
+    tmp_path: Path, redis_url: str, unique_name: str
+) -> None:
+    """Twilio signs the fields run together, so a genuine callback can be re-shaped (a field
+    run into the value before it, CallSid removed that way included) and keep its signature.
+    Every such re-shape of what the engine reads is refused with 400 and changes nothing; so
+    is a well-formed callback naming another CallSid; the genuine callbacks then apply."""
+    agent_port = free_port()
+    catcher = CallbackCatcher()
+    async with (
+        serve_asgi(agent_app([]), port=agent_port),
+        serve_asgi(catcher.app()) as public,  # Twilio calls this, not the app
+        FakeTwilio(ACCOUNT_SID, TOKEN, scenario=Scenarios()) as twilio,
+        service(
+            tmp_path, redis_url, unique_name, twilio, agent_port, public,
+            RING_TIMEOUT="60", DEFAULT_MAX_DURATION="60",
+        ) as (_, http),
+    ):  # fmt: skip
+        await queue_person_and_machine(http, "+919123499701", "+919123499707")
+        calls = ("person", "machine")
+
+        def sent(call_id: str) -> list[Captured]:
+            found = [
+                catcher.find(call_id, "/twilio/status", CallStatus=status)
+                for status in ("initiated", "ringing", "in-progress")
+            ]
+            found += [catcher.find(call_id, "amd=1")]
+            found += [catcher.find(call_id, "/twilio/status", CallStatus="completed")]
+            return [c for c in found if c is not None]
+
+        async def caught() -> bool:
+            ended = (catcher.find(c, "/twilio/status", CallStatus="completed") for c in calls)
+            return all(ended)
+
+        await until(caught, 20, "Twilio to report both calls completed")
+        await twilio.settled(timeout=10)
+        person, machine = (sent(c) for c in calls)
+        assert (len(person), len(machine)) == (4, 5)  # progress, (amd,) completed
+        before = await call_views(http)
+        assert {v["status"] for v in before.values()} == {"ringing"}  # the dial's answer only
+
+        def signed_text(seen: Captured, form: Mapping[str, str]) -> str:
+            return string_to_sign(public + seen.path, form)
+
+        replays = Replays(http, "x-twilio-signature", signed_text)
+        assert await replays.refuse_every_fold(person + machine, ENGINE_FIELDS) >= 30
+        # The re-shape the issue saw accepted: CallSid run into CallDuration.
+        completed = person[-1]
+        without_sid = fold(completed.form, "CallSid")
+        assert "CallSid" not in without_sid
+        assert (await replays.send(completed, without_sid)).status_code == 400
+
+        # Well formed and signed, but naming another call than the attempt's CallSid.
+        other = {**completed.form, "CallSid": "CA" + secrets.token_hex(16)}
+        reply = await http.post(
+            completed.path,
+            data=other,
+            headers={"X-Twilio-Signature": sign(TOKEN, public + completed.path, other)},
+        )
+        assert reply.status_code == 400 and "CallSid" in reply.text, reply.text
+        assert await call_views(http) == before  # nothing changed
+
+        await replays.accept_all(person + machine)
+        assert_person_and_machine_settled(await call_views(http), completed.form["CallSid"])
+        created = [r for r in twilio.create_requests if r.status == 201]
+        assert sorted(identity(r.get("Url")) for r in created) == [
+            ("machine", "1"), ("person", "1")
+        ]  # fmt: skip

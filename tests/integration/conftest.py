@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_support import MakeQueue
 
+from callqueue.embedded import EmbeddedServer
 from callqueue.engine.connection import connect
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
@@ -34,3 +36,14 @@ def make_queue(client: Any, unique_name: str) -> MakeQueue:
         return CallQueue(client, unique_name, QueueOptions(**options))
 
     return make
+
+
+@pytest.fixture
+async def own_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
+    """A server of the test's own (append-only file on), to kill and restart."""
+    server = EmbeddedServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -99,9 +99,16 @@ def attempts_by_call(ledger: list[dict[str, Any]]) -> dict[str, dict[int, dict[s
     return out
 
 
-def check_no_double_dial(ledger: list[dict[str, Any]], longest_life_s: float) -> None:
+def check_no_double_dial(
+    ledger: list[dict[str, Any]],
+    longest_life_s: float,
+    killed_at: Mapping[int, float] | None = None,
+) -> None:
     """Each attempt dialed once; a new attempt only after the previous one is over (it ended,
-    or its longest possible life has passed)."""
+    its longest possible life has passed, or the process that placed it was killed: a simulated
+    call lives in its process - ``killed_at`` maps such pids to when they were killed)."""
+    killed_at = killed_at or {}
+    pid_of = {(r["call"], int(r["attempt"])): int(r["pid"]) for r in ledger if r["ev"] == "dial"}
     for call, attempts in attempts_by_call(ledger).items():
         # An attempt missing here was claimed by a worker that died before placing it.
         numbers = sorted(attempts)
@@ -109,11 +116,29 @@ def check_no_double_dial(ledger: list[dict[str, Any]], longest_life_s: float) ->
             assert len(attempts[n]["dials"]) == 1, f"{call} attempt {n} dialed twice"
         for before, n in itertools.pairwise(numbers):
             prev = attempts[before]
-            over = prev["end"] if prev["end"] is not None else prev["dials"][0] + longest_life_s
+            over = prev["end"]
+            if over is None:
+                died = killed_at.get(pid_of[(call, before)], float("inf"))
+                over = min(prev["dials"][0] + longest_life_s, died)
             assert attempts[n]["dials"][0] >= over - 0.005, (
                 f"{call}: attempt {n} dialed at {attempts[n]['dials'][0]:.3f} while attempt "
                 f"{before} could still be live until {over:.3f}"
             )
+
+
+def check_no_redial_after_completion(ledger: list[dict[str, Any]]) -> None:
+    """Nobody whose call the carrier reported completed (a person or a machine answered and the
+    call ended normally) is dialed again."""
+    done: dict[str, float] = {}
+    for r in ledger:
+        if r["ev"] == "end" and r.get("outcome") in ("completed", "machine"):
+            done[r["call"]] = min(done.get(r["call"], float("inf")), float(r["t"]))
+    again = [
+        (r["call"], r["attempt"])
+        for r in ledger
+        if r["ev"] == "dial" and float(r["t"]) > done.get(r["call"], float("inf"))
+    ]
+    assert not again, f"dialed again after the carrier reported them completed: {again[:10]}"
 
 
 def live_intervals(

@@ -7,7 +7,13 @@ import asyncio
 from pathlib import Path
 
 from engine_support import own_number, spec
-from procs import check_no_double_dial, start_worker, stop_workers, wait_for
+from procs import (
+    check_no_double_dial,
+    check_no_redial_after_completion,
+    start_worker,
+    stop_workers,
+    wait_for,
+)
 from test_workers_multiprocess import (
     CARRIER_LIFE_S,
     MAX_RETRIES,
@@ -58,6 +64,7 @@ async def test_workers_ride_out_a_redis_crash_and_restart(tmp_path: Path, unique
         await wait_for(all_done, 90, "every call to finish after the restart")
         assert all(p.poll() is None for p in procs), "workers survived the outage"
         check_no_double_dial(read_ledger(ledger), CARRIER_LIFE_S)
+        check_no_redial_after_completion(read_ledger(ledger))
         counts = await assert_every_call_terminal(q, ids)
         assert sum(counts.values()) == len(ids)
         await client.aclose()

@@ -5,6 +5,7 @@ from the simulated carrier's ledger, which every process appends to."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from engine_support import own_number, spec
 from procs import (
     check_no_double_dial,
+    check_no_redial_after_completion,
     dials,
     live_intervals,
     max_in_window,
@@ -152,12 +154,14 @@ async def sigkill_scenario(url: str, name: str, tmp_path: Path, cluster: bool) -
 
         await wait_for(victim_busy, 30, "the victim to be mid-dial")
         victim.kill()
+        killed_at = time.time()
         assert victim.wait(5) == -9
         await wait_for(lambda: all_terminal(q, len(ids)), 120, "every call to finish")
     finally:
         stop_workers(procs)
     records = read_ledger(ledger)
-    check_no_double_dial(records, CARRIER_LIFE_S)
+    check_no_double_dial(records, CARRIER_LIFE_S, {victim.pid: killed_at})
+    check_no_redial_after_completion(records)
     counts = await assert_every_call_terminal(q, ids)
     assert sum(counts.values()) == len(ids)
     stats = {k.decode(): v.decode() for k, v in (await client.hgetall(q.keys.stats)).items()}

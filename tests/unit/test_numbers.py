@@ -9,6 +9,7 @@ import pytest
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberType
 from phonenumbers import timezone as pn_timezone
 
+from callqueue.api.schemas import normalize_phone
 from callqueue.numbers import number_type, parse_international, plain_e164, time_zones
 
 TYPES = [t for t in vars(PhoneNumberType).values() if isinstance(t, int)]
@@ -131,3 +132,22 @@ def test_type_and_zones_are_the_librarys() -> None:
     assert {PhoneNumberType.UNKNOWN, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE,
             PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.TOLL_FREE,
             PhoneNumberType.PREMIUM_RATE, PhoneNumberType.VOIP} <= kinds  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+91 9123 456 702 ext 5",
+        "+91 9123 456 702 ext. 5",
+        "+91 9123 456 702 x5",
+        "+919123456702;ext=5",
+        "+91 9123456702 extension 55",
+        "+91 9123 456 702 #5",
+        "0091 9123 456 702 ext 5",
+    ],
+)
+def test_an_extension_is_refused_never_dropped(text: str) -> None:
+    assert parse_international(text.replace("0091", "+91")).extension  # the library reads one
+    with pytest.raises(ValueError, match="extension"):
+        normalize_phone(text)
+    assert normalize_phone("+91 9123 456 702") == "+919123456702"

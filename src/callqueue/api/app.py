@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from callqueue import __version__
-from callqueue.api.auth import ApiKeyGate, add_security_to_openapi
+from callqueue.api.auth import ApiKeyGate, add_security_to_openapi, redact_access_log
 from callqueue.api.campaign_defaults import CampaignDefaults
 from callqueue.api.errors import ERRORS, install_error_handlers
 from callqueue.api.hot import CallQueueApp
@@ -48,7 +48,8 @@ scheduling and retries; every worker shares one global dial rate
 
 Errors are `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, `loc` being the path of
 the field at fault. When API_KEYS is set, every route except `/api/health` needs
-`Authorization: Bearer <key>` or `X-API-Key: <key>`.
+`Authorization: Bearer <key>` or `X-API-Key: <key>`; a key in the query string (`api_key`,
+`key`, `token`, ...) is refused with 400 on every route.
 """
 
 
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.settings = settings
     app.state.runtime = runtime
     app.hot_path = not otel  # the framework's spans cover every request only without it
+    app.read_timeout_s = settings.request_read_timeout
+    redact_access_log()
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,

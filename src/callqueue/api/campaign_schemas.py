@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callqueue.api.schemas import ID_PATTERN, CallConfig, http_url
 from callqueue.engine.campaigns import CampaignRetry
-from callqueue.models import Outcome
+from callqueue.models import Outcome, RetryPolicy
 from callqueue.windows import CallingWindow, zone_exists
 
 RETRYABLE = sorted(o.value for o in Outcome if o not in (Outcome.COMPLETED, Outcome.CANCELLED))
@@ -20,18 +20,21 @@ class RetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retry_on: list[Outcome] = Field(
-        ..., description=f"Outcomes retried: any of {RETRYABLE}.", examples=[["busy", "no_answer"]]
-    )
+    retry_on: list[Outcome] | None = Field(
+        None, description=f"Outcomes retried: any of {RETRYABLE} ([]: none). Absent: the "
+        "queue's RETRY_ON.", examples=[["busy", "no_answer"]],
+    )  # fmt: skip
     max_retries: int | None = Field(
         None, ge=0, le=10, strict=True,
         description="Further attempts per call (0-10); absent: each call's own max_retries "
         "(3 when it sets none). A call's explicit max_retries wins.",
         examples=[2],
     )  # fmt: skip
-    delay_seconds: float = Field(
-        ..., ge=0, le=7 * 86_400, description="Wait before the first retry.", examples=[300]
-    )
+    delay_seconds: float | None = Field(
+        None, ge=0, le=7 * 86_400,
+        description="Wait before the first retry. Absent: the queue's RETRY_BASE_DELAY.",
+        examples=[300],
+    )  # fmt: skip
     backoff: Literal["linear", "exponential"] = Field(
         "exponential",
         description="linear: delay x attempt number; exponential: delay x factor^(attempt-1).",
@@ -46,17 +49,21 @@ class RetrySettings(BaseModel):
 
     @field_validator("retry_on")
     @classmethod
-    def _retryable(cls, value: list[Outcome]) -> list[Outcome]:
-        bad = [o.value for o in value if o.value not in RETRYABLE]
+    def _retryable(cls, value: list[Outcome] | None) -> list[Outcome] | None:
+        bad = [o.value for o in value or () if o.value not in RETRYABLE]
         if bad:
             raise ValueError(f"{bad} cannot be retried; choose from {RETRYABLE}")
         return value
 
-    def engine(self) -> CampaignRetry:
+    def engine(self, queue_policy: RetryPolicy) -> CampaignRetry:
+        """The engine's policy; what was not given is the queue's (RETRY_* settings), so a
+        policy that retries nothing needs no delay."""
+        retry_on = queue_policy.retry_on if self.retry_on is None else self.retry_on
+        delay = queue_policy.base_delay_s if self.delay_seconds is None else self.delay_seconds
         return CampaignRetry(
-            retry_on=frozenset(self.retry_on),
+            retry_on=frozenset(retry_on),
             max_retries=self.max_retries,
-            delay_s=self.delay_seconds,
+            delay_s=delay,
             backoff=self.backoff,
             factor=self.factor,
             max_delay_s=self.max_delay_seconds,
@@ -147,8 +154,9 @@ class CampaignSettings(BaseModel):
             raise ValueError(f"{value!r} is not an IANA time zone, e.g. Asia/Kolkata")
         return value
 
-    def stored(self, sent: set[str]) -> dict[str, str]:
-        """The settings hash fields for the fields in ``sent`` ('' removes one)."""
+    def stored(self, sent: set[str], queue_retry: RetryPolicy) -> dict[str, str]:
+        """The settings hash fields for the fields in ``sent`` ('' removes one); a retry
+        policy's absent fields take ``queue_retry``'s values."""
         out: dict[str, str] = {}
         if "name" in sent:
             out["name"] = self.name or ""
@@ -165,7 +173,7 @@ class CampaignSettings(BaseModel):
         if "calling_window_timezone" in sent:
             out["wtz"] = self.calling_window_timezone or ""
         if "retry" in sent:
-            out["rp"] = self.retry.engine().encode() if self.retry else ""
+            out["rp"] = self.retry.engine(queue_retry).encode() if self.retry else ""
         if "webhook_url" in sent:
             out["wh"] = self.webhook_url or ""
         if "webhook_events" in sent:

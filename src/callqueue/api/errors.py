@@ -18,6 +18,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from callqueue.api.read_timeout import KIND as READ_TIMEOUT
+from callqueue.engine.faults import is_transient
+
 log = logging.getLogger(__name__)
 
 Loc = Sequence[str | int]
@@ -117,8 +120,9 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    loc = ("body",) if exc.status_code in (400, 413) else ()
+    kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed",
+             408: READ_TIMEOUT, 413: "too_large"}  # fmt: skip
+    loc = ("body",) if exc.status_code in (400, 408, 413) else ()
     if exc.status_code == 400:  # FastAPI could not read the JSON at all
         detail = "the body is not readable JSON (invalid UTF-8, or nested too deeply)"
         return problem(400, detail, loc, kinds[400])
@@ -137,6 +141,8 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # a failover, LOADING, READONLY...: as passing as a lost connection
+        return await _redis_down(request, exc)
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error (logged)", (), "internal")
 

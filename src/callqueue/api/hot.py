@@ -18,11 +18,15 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from callqueue.api.auth import authorized, header_map, send_unauthorized
+from callqueue.api.auth import (
+    authorized,
+    credential_in_query,
+    header_map,
+    send_credentials_in_query,
+    send_unauthorized,
+)
 from callqueue.api.bodies import parse_model
 from callqueue.api.errors import ApiError
 from callqueue.api.limits import (
@@ -31,8 +35,10 @@ from callqueue.api.limits import (
     send_too_large,
     too_large_msg,
 )
+from callqueue.api.read_timeout import DEFAULT_TIMEOUT_S, KIND, ReadTimedOut, timed_receive
 from callqueue.api.routes.calls import queue_one
 from callqueue.api.schemas import QueueCallRequest
+from callqueue.engine.faults import is_transient
 
 log = logging.getLogger("callqueue.api.errors")
 
@@ -48,17 +54,19 @@ class CallQueueApp(FastAPI):
     """The FastAPI app, answering ``POST /api/calls/queue`` itself (see the module doc)."""
 
     hot_path = True
+    read_timeout_s = DEFAULT_TIMEOUT_S  # REQUEST_READ_TIMEOUT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.hot_path
-            and scope["type"] == "http"
-            and scope["path"] == PATH
-            and scope["method"] == "POST"
-            and not scope.get("root_path")
-        ):
-            await serve_queue_call(self, scope, receive, send)
-            return
+        if scope["type"] == "http":
+            receive = timed_receive(receive, self.read_timeout_s)
+            if (
+                self.hot_path
+                and scope["path"] == PATH
+                and scope["method"] == "POST"
+                and not scope.get("root_path")
+            ):
+                await serve_queue_call(self, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -93,6 +101,9 @@ def _problem(msg: str, kind: str) -> bytes:
 
 async def serve_queue_call(app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
     state: Any = app.state
+    if name := credential_in_query(scope.get("query_string")):
+        await send_credentials_in_query(send, name)
+        return
     headers = header_map(scope)
     keys = state.settings.api_key_list
     if keys and not authorized(headers, keys):
@@ -108,15 +119,19 @@ async def serve_queue_call(app: FastAPI, scope: Scope, receive: Receive, send: S
         status, body = await queue_one(state, request)
     except _Disconnected:
         return
+    except ReadTimedOut as exc:
+        body = orjson.dumps({"detail": [{"loc": ["body"], "msg": exc.detail, "type": KIND}]})
+        await _answer(send, 408, body, dict(exc.headers or {}))
+        return
     except ApiError as exc:
         await _answer(send, exc.status, orjson.dumps({"detail": exc.details}), exc.headers)
         return
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("POST %s: Redis unavailable: %s", PATH, exc)
-        body = _problem(f"Redis is unavailable: {exc}", "unavailable")
-        await _answer(send, 503, body, {"Retry-After": "1"})
-        return
     except Exception as exc:
+        if is_transient(exc):
+            log.warning("POST %s: Redis unavailable: %s", PATH, exc)
+            body = _problem(f"Redis is unavailable: {exc}", "unavailable")
+            await _answer(send, 503, body, {"Retry-After": "1"})
+            return
         log.error("POST %s failed", PATH, exc_info=exc)
         await _answer(send, 500, _problem("internal error (logged)", "internal"))
         return

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -25,7 +26,11 @@ from callqueue.models import Priority
 from callqueue.numbers import parse_international, time_zones
 from callqueue.windows import zone_exists, zones_of_parsed
 
-ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
+#: Ids a caller gives (custom_call_id, batch_id, a created campaign's id) are read back in URL
+#: paths: only characters that need no escaping there, and not a dot first, so that no id is a
+#: dot segment ("." or "..") that clients and proxies take out of a path.
+ID_PATTERN = r"^[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
+ID_CHARS = "letters, digits and _ . : @ -, not starting with a dot"
 MAX_VARIABLES = 50
 MAX_VARIABLES_BYTES = 8 * 1024
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
@@ -93,6 +98,11 @@ def normalize_phone(value: str) -> E164:
         number = parse_international(text)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"is not a phone number ({exc})") from None
+    if number.extension:
+        raise ValueError(
+            f"has an extension ({number.extension}), which cannot be dialed: send the number "
+            "without it"
+        )
     # time_zones works out the number's type, which is what validity is: known
     # zones mean a valid number, and only numbers without zone data need the separate check.
     zones = zones_of_parsed(time_zones(number))
@@ -118,6 +128,12 @@ def http_url(value: str | None) -> str | None:
     if scheme.lower() not in ("http", "https") or not sep or not rest.split("/")[0]:
         raise ValueError("must be an http:// or https:// URL")
     return value
+
+
+MACHINE_DETECTION_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "boolean"}, {"enum": ["true", "false", "hangup"], "type": "string"},
+              {"type": "null"}],
+}  # fmt: skip
 
 
 class CallConfig(BaseModel):
@@ -162,10 +178,13 @@ class CallConfig(BaseModel):
         f"{MAX_VARIABLES_BYTES} bytes as JSON).",
         examples=[{"name": "John Doe", "email": "john@example.com"}],
     )
-    machine_detection: Literal["true", "hangup"] | None = Field(
+    machine_detection: Annotated[
+        Literal["true", "hangup"] | None, WithJsonSchema(MACHINE_DETECTION_SCHEMA)
+    ] = Field(
         None,
-        description="Answering-machine detection by the carrier: `true` reports it (the "
-        "attempt ends as `machine`), `hangup` also hangs up on a machine. Off when absent.",
+        description="Answering-machine detection by the carrier: `true` (JSON true or the "
+        'string "true") reports it (the attempt ends as `machine`), `"hangup"` also hangs up '
+        'on a machine. Off when absent, false or "false". Stored as "true" or "hangup".',
         examples=["hangup"],
     )
     caller_name: str | None = Field(
@@ -175,6 +194,16 @@ class CallConfig(BaseModel):
         description="Caller name shown to the callee where the carrier and network allow it.",
         examples=["Wishfin"],
     )
+
+    @field_validator("machine_detection", mode="before")
+    @classmethod
+    def _detection(cls, value: object) -> object:
+        # JSON booleans are what most callers send; the strings are the stored form.
+        if value is True:
+            return "true"
+        if value is False or value == "false":
+            return None
+        return value
 
     @field_validator("answer_url")
     @classmethod
@@ -228,9 +257,9 @@ class QueueCallRequest(BaseModel):
         min_length=1,
         max_length=128,
         pattern=ID_PATTERN,
-        description="Your id for the call (letters, digits, _ . : @ -). Queuing the same id "
-        "again with the same body returns the existing call (200); with a different body it "
-        "is refused (409). A random id is made when absent.",
+        description=f"Your id for the call: 1-128 {ID_CHARS}, and not `active`. Queuing the "
+        "same id again with the same body returns the existing call (200); with a different "
+        "body it is refused (409). A random id is made when absent.",
         examples=["call-456"],
     )
     scheduled_at: AwareDatetime | None = Field(
@@ -328,9 +357,9 @@ class BulkQueueRequest(BaseModel):
         min_length=1,
         max_length=100,
         pattern=ID_PATTERN,
-        description="Your id for the batch. Give one: posting the same batch again then "
-        "queues nothing twice (rows without custom_call_id get an id derived from batch_id and "
-        "their position). A random one is made when absent.",
+        description=f"Your id for the batch (1-100 {ID_CHARS}). Give one: posting the "
+        "same batch again then queues nothing twice (rows without custom_call_id get an id "
+        "derived from batch_id and their position). A random one is made when absent.",
         examples=["campaign-batch-123"],
     )
     calls: list[QueueCallRequest] = Field(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from callqueue.api.app import create_app
+from callqueue.api.read_timeout import read_timeout_protocol
 from callqueue.config import ConfigError
 from callqueue.dispatcher import Dispatcher
 from callqueue.heap import settle_heap
@@ -74,6 +75,7 @@ def make_server(runtime: Runtime) -> _Server:
         timeout_graceful_shutdown=int(HTTP_GRACE_S),
         server_header=False,
         proxy_headers=True,
+        http=read_timeout_protocol(runtime.settings.request_read_timeout),
     )
     return _Server(config)
 

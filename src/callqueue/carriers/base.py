@@ -42,6 +42,9 @@ class DialResult:
     reason: str = ""
     retry_after_s: float | None = None  # for REFUSED: how long the carrier asks us to wait
     throttle: bool = False  # for REFUSED: the carrier pushed back; slow the global dial rate
+    # The carrier could not be reached, timed out or failed (5xx): a few in a row stop dispatch
+    # until it answers again (REFUSED or AMBIGUOUS only).
+    fault: bool = False
 
 
 class EventReporter(Protocol):
@@ -59,6 +62,11 @@ class EventReporter(Protocol):
 
 
 class Carrier(Protocol):
+    """A carrier may also have ``calls_end_with_process = True`` (its calls live in this
+    process, as the simulator's do: whoever takes over a dead worker's attempts settles them at
+    once) and ``async def abandon(cause: str) -> int`` (ends every call it has live, reporting
+    each as failed with ``cause``; used when this worker can no longer prove it is alive)."""
+
     name: str
 
     async def dial(self, request: DialRequest) -> DialResult:

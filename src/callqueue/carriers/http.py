@@ -37,9 +37,16 @@ async def send_dial(
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # The request never left: nothing can be ringing.
         return DialResult(
-            DialKind.REFUSED, reason=f"{carrier} unreachable: {exc!r}", retry_after_s=2.0
+            DialKind.REFUSED,
+            reason=f"{carrier} unreachable: {exc!r}",
+            retry_after_s=2.0,
+            fault=True,
         )
     except httpx.TimeoutException as exc:
-        return DialResult(DialKind.AMBIGUOUS, reason=f"{carrier} did not answer: {exc!r}")
+        return DialResult(
+            DialKind.AMBIGUOUS, reason=f"{carrier} did not answer: {exc!r}", fault=True
+        )
     except httpx.HTTPError as exc:
-        return DialResult(DialKind.AMBIGUOUS, reason=f"{carrier} request failed: {exc!r}")
+        return DialResult(
+            DialKind.AMBIGUOUS, reason=f"{carrier} request failed: {exc!r}", fault=True
+        )

@@ -127,7 +127,9 @@ class PlivoCarrier:
             return DialResult(DialKind.UNUSABLE, reason=f"Plivo {status}: {text}")
         if 400 <= status < 500:
             return DialResult(DialKind.REJECTED, reason=f"Plivo {status}: {text}")
-        return DialResult(DialKind.REFUSED, reason=f"Plivo {status}: {text}", retry_after_s=2.0)
+        return DialResult(
+            DialKind.REFUSED, reason=f"Plivo {status}: {text}", retry_after_s=2.0, fault=True
+        )
 
     async def hangup(self, call_id: str, attempt: int, carrier_call_id: str) -> bool:
         """Hangs up by call UUID (known once a callback named it), else cancels the request."""

@@ -5,6 +5,12 @@ and appends every dial (and every end) to a ledger file, one JSON object per lin
 benchmarks count dials per attempt and per second from the carrier's side. Ledger writes are
 single ``write`` calls on an ``O_APPEND`` descriptor: lines from several processes never mix,
 and a line is on disk before the dial is answered, so a killed process still leaves it behind.
+
+A simulated call lives in this process and dies with it. Its end is written to the ledger once
+the service has recorded it, stamped with the time the call ended: a real carrier retries its
+final callback until the service acknowledges it, and a simulated call whose process died before
+that was cut short, not completed. So an ``end`` line means "the carrier reported this outcome
+and the service has it", which is what a chaos run checks re-dials against.
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ class Ledger:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._pid = os.getpid()
 
-    def write(self, event: str, request: DialRequest, **extra: object) -> None:
+    def write(
+        self, event: str, request: DialRequest, at: float | None = None, **extra: object
+    ) -> None:
         record = {
-            "t": time.time(),
+            "t": time.time() if at is None else at,
             "ev": event,
             "call": request.call_id,
             "attempt": request.attempt,
@@ -81,6 +89,7 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, object]]:
 
 class SimulatedCarrier:
     name = "simulator"
+    calls_end_with_process = True  # its calls are tasks of this process
 
     def __init__(
         self,
@@ -165,15 +174,14 @@ class SimulatedCarrier:
         cause: str,
         duration: float,
     ) -> None:
-        if self._ledger:
-            self._ledger.write("end", request, cid=carrier_id, outcome=outcome.value)
+        ended = time.time()
         facts = EndFacts(
             outcome,
             carrier_id,
             cause,
             duration_s=duration,
             bill_duration_s=float(int(duration + 0.999)),
-            ended_ms=int(time.time() * 1000),
+            ended_ms=int(ended * 1000),
         )
         await self._reporter.report(
             request.call_id,
@@ -182,6 +190,8 @@ class SimulatedCarrier:
             carrier_call_id=carrier_id,
             end=facts,
         )
+        if self._ledger:
+            self._ledger.write("end", request, at=ended, cid=carrier_id, outcome=outcome.value)
 
     def _find(
         self, call_id: str, attempt: int, carrier_call_id: str
@@ -204,6 +214,24 @@ class SimulatedCarrier:
             await task
         await self._end(request, cid, Outcome.CANCELLED, "ORIGINATOR_CANCEL", duration=0.0)
         return True
+
+    async def abandon(self, cause: str) -> int:
+        """Cuts every live call short, reporting each as failed with ``cause`` (the worker
+        stops, or can no longer prove to Redis that it is alive, so its calls are taken over)."""
+        live = list(self._live.items())
+        self._live.clear()
+        for _, (task, _request) in live:
+            task.cancel()
+        for _, (task, _request) in live:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(
+            *(
+                self._end(request, cid, Outcome.FAILED, cause, duration=0.0)
+                for cid, (_task, request) in live
+            )
+        )
+        return len(live)
 
     @property
     def live_calls(self) -> int:

@@ -167,7 +167,7 @@ class TwilioCarrier:
         if 400 <= status < 500:
             return DialResult(DialKind.REJECTED, reason=reason)
         delay = _retry_after(response, 2.0)
-        return DialResult(DialKind.REFUSED, reason=reason, retry_after_s=delay)
+        return DialResult(DialKind.REFUSED, reason=reason, retry_after_s=delay, fault=True)
 
     async def _update(self, call_sid: str, status: str) -> httpx.Response:
         return await self._client.post(

@@ -1,5 +1,5 @@
 """Turns Twilio's status-callback forms into engine events. Pure functions: the webhook route
-verifies the signature, then hands the form here.
+verifies the signature, checks the form with :func:`checked_form`, then hands it here.
 
 Two kinds of callback reach ``/api/webhooks/twilio/status``:
 
@@ -13,15 +13,136 @@ Two kinds of callback reach ``/api/webhooks/twilio/status``:
   ``machine_end_beep`` / ``machine_end_silence`` / ``machine_end_other``.
 
 The carrier's id of the call is ``CallSid`` in both.
+
+What :func:`checked_form` accepts (the general rule is in ``callback_fields``), from Twilio's
+documentation of its voice request parameters, status callbacks and AMD callbacks:
+
+* ``CallSid``, ``ParentCallSid``: ``CA`` + 32 hex; ``AccountSid``: ``AC`` + 32 hex, and this
+  service's own account when TWILIO_ACCOUNT_SID is set; ``RecordingSid``: ``RE`` + 32 hex;
+* ``CallStatus``: one of :data:`STATUSES`; ``AnsweredBy``: one of :data:`ANSWERED_BY`;
+  ``Direction``: ``inbound``, ``outbound-api``, ``outbound-dial``,
+  ``trunking-terminating`` or ``trunking-originating``;
+* ``CallDuration`` (seconds), ``Duration`` (minutes), ``SequenceNumber``,
+  ``MachineDetectionDuration`` (ms), ``ErrorCode``: whole numbers within bounds;
+  ``SipResponseCode``: 100-699;
+* ``Timestamp``: RFC 2822 (``Mon, 16 Aug 2010 03:45:01 +0000``); ``ApiVersion``:
+  ``YYYY-MM-DD``; ``CallbackSource``: a lower-case token (``call-progress-events``);
+* free text: ``From``, ``To``, ``Called``, ``Caller`` and their ``City``/``State``/``Zip``/
+  ``Country``, ``CallerName``, ``ForwardedFrom``, ``CallToken``, ``ErrorMessage``,
+  ``RecordingUrl``, ``RecordingDuration``, ``QueueTime``, ``StirVerstat``,
+  ``StirPassportToken``; extras: PascalCase names and ``SipHeader_<name>``.
+
+Required: ``CallSid`` and ``AccountSid`` in both kinds; ``CallStatus`` in call progress (and
+``CallDuration`` once ``completed``); ``AnsweredBy`` in the machine-detection callback. The
+callback's ``CallSid`` must also be the attempt's carrier id once the engine knows it (the
+engine checks it in the same step that applies the events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 
+from callqueue.carriers.callback_fields import (
+    CallbackFieldError,
+    Check,
+    FormRules,
+    check_form,
+    integer,
+    one_of,
+    pattern,
+)
 from callqueue.engine.queue import EndFacts
 from callqueue.models import CarrierEvent, Outcome
+
+STATUSES = (
+    "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer",
+    "failed", "canceled",
+)  # fmt: skip
+ANSWERED_BY = (
+    "human", "unknown", "fax", "machine_start", "machine_end_beep", "machine_end_silence",
+    "machine_end_other",
+)  # fmt: skip
+_CALL_SID = pattern(r"CA[0-9a-fA-F]{32}")
+_RFC2822 = pattern(
+    r"((Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}"
+)
+
+
+def _timestamp(value: str) -> bool:
+    if not _RFC2822(value):
+        return False
+    try:
+        parsedate_to_datetime(value)  # the calendar: no 31 February
+    except (TypeError, ValueError, IndexError):
+        return False
+    return True
+
+
+_PLACES = [f"{who}{what}" for who in ("From", "To", "Called", "Caller") for what in (
+    "", "City", "State", "Zip", "Country")]  # fmt: skip
+_FIELDS: dict[str, Check | None] = {
+    "AccountSid": pattern(r"AC[0-9a-fA-F]{32}"),
+    "AnsweredBy": one_of(*ANSWERED_BY),
+    "ApiVersion": pattern(r"\d{4}-\d{2}-\d{2}"),
+    "CallDuration": integer(0, 7 * 86400),
+    "CallSid": _CALL_SID,
+    "CallStatus": one_of(*STATUSES),
+    "CallbackSource": pattern(r"[a-z][a-z0-9-]{0,63}"),
+    "Direction": one_of(
+        "inbound", "outbound-api", "outbound-dial", "trunking-terminating",
+        "trunking-originating",
+    ),
+    "Duration": integer(0, 7 * 24 * 60),
+    "ErrorCode": integer(0, 99999),
+    "MachineDetectionDuration": integer(0, 3_600_000),
+    "ParentCallSid": _CALL_SID,
+    "RecordingSid": pattern(r"RE[0-9a-fA-F]{32}"),
+    "SequenceNumber": integer(0, 1_000_000),
+    "SipResponseCode": integer(100, 699),
+    "Timestamp": _timestamp,
+    **dict.fromkeys(
+        (
+            *_PLACES, "CallerName", "ForwardedFrom", "CallToken", "ErrorMessage",
+            "RecordingUrl", "RecordingDuration", "QueueTime", "StirVerstat", "StirPassportToken",
+        ),
+        None,
+    ),
+}  # fmt: skip
+#: The fields the engine reads (see :func:`callback_events`).
+ENGINE_FIELDS = (
+    "CallSid", "CallStatus", "AnsweredBy", "CallDuration", "Duration", "Timestamp",
+    "ErrorCode", "SipResponseCode",
+)  # fmt: skip
+RULES = FormRules(
+    carrier="Twilio",
+    fields=_FIELDS,
+    extra_names=re.compile(r"[A-Z][A-Za-z0-9]{0,63}|SipHeader_[A-Za-z0-9-]{1,64}", re.ASCII),
+    engine=ENGINE_FIELDS,
+)
+
+
+def checked_form(
+    items: Iterable[tuple[str, str]], *, amd: bool = False, account_sid: str | None = None
+) -> dict[str, str]:
+    """The form of a status (or, ``amd``, machine-detection) callback once every field is
+    what Twilio sends, and the account is ``account_sid`` when given; else
+    :class:`CallbackFieldError` naming the first field that is not."""
+    required = ("CallSid", "AccountSid", "AnsweredBy" if amd else "CallStatus")
+    form = check_form(RULES, items, required)
+    if account_sid and form["AccountSid"] != account_sid:
+        raise CallbackFieldError("AccountSid", "not this service's Twilio account")
+    if form.get("CallStatus") == "completed" and "CallDuration" not in form:
+        raise CallbackFieldError("CallDuration", "missing from a completed call")
+    return form
+
+
+def carrier_ids(form: Mapping[str, str]) -> tuple[str]:
+    """The id a callback names its call by: the attempt's known carrier id must be it."""
+    return (form["CallSid"],)
+
 
 Event = tuple[CarrierEvent, EndFacts | None]
 
@@ -122,7 +243,7 @@ def status_events(form: Mapping[str, str]) -> list[Event]:
         return []
     if status == "ringing":
         return [(CarrierEvent.RINGING, None)]
-    if status in ("in-progress", "answered"):
+    if status == "in-progress":
         if is_machine(form.get("AnsweredBy")):  # synchronous detection reports it here
             return [(CarrierEvent.ANSWERED, None), (CarrierEvent.MACHINE, None)]
         return [(CarrierEvent.ANSWERED, None)]

@@ -4,6 +4,20 @@ an event goes out at once. Each event is still its own atomic script.
 Events for the same attempt that pile up in one batch are folded into the latest one (an
 ``ended`` carries the carrier id of ``accepted`` and the time of ``answered``): the script
 reaches the same end state in one step instead of three.
+
+**No event is dropped.** An event is what the carrier said happened; losing one leaves an
+attempt holding its slot until its longest life passes and then retried as ``lost``, calling
+back a person who may have just finished talking. So:
+
+- a batch that meets a transient Redis failure (see :mod:`callqueue.engine.faults`: connection,
+  timeout, LOADING, READONLY, cluster failover, TRYAGAIN, too many connections) is sent again
+  with backoff, for as long as the process lives; events are idempotent, so a replay that finds
+  its work done changes nothing;
+- a batch that fails otherwise is split, and each event is tried alone, so one bad event cannot
+  hold back the rest; an event that still fails (or that the script refuses) is logged with its
+  call and attempt, kept, and tried again every ``retry_failed_s``;
+- what is still unwritten when the writer closes goes to the **spool**, a JSON-lines file that
+  the next writer on this machine replays at start (``EVENT_SPOOL``).
 """
 
 from __future__ import annotations
@@ -11,15 +25,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
+import orjson
+
+from callqueue.engine.faults import Backoff, is_transient
 from callqueue.engine.queue import CallQueue, EndFacts, EventCall
-from callqueue.models import CarrierEvent, EventResult
+from callqueue.models import CarrierEvent, EventResult, Outcome
 
 log = logging.getLogger(__name__)
 
 Waiter = asyncio.Future[EventResult]
 _RANK = {"accepted": 1, "ringing": 1, "answered": 2, "ended": 3}
+RETRY_FAILED_S = 30.0
 
 
 def _merge(prev: EventCall, new: EventCall) -> EventCall | None:
@@ -45,6 +68,7 @@ def _merge(prev: EventCall, new: EventCall) -> EventCall | None:
         later.carrier_call_id or earlier.carrier_call_id,
         later.end,
         answered,
+        later.carrier_ids or earlier.carrier_ids,
     )
 
 
@@ -64,23 +88,100 @@ def fold(batch: list[tuple[EventCall, Waiter]]) -> list[tuple[EventCall, list[Wa
     return out
 
 
+# -- the spool -------------------------------------------------------------------------------
+def event_to_json(call: EventCall) -> bytes:
+    return orjson.dumps(asdict(call))
+
+
+def event_from_json(line: bytes) -> EventCall:
+    raw: dict[str, Any] = orjson.loads(line)
+    end = raw.get("end")
+    if end is not None:
+        end = EndFacts(**{**end, "outcome": Outcome(end["outcome"])})
+    return EventCall(
+        str(raw["call_id"]),
+        int(raw["attempt"]),
+        str(raw["kind"]),
+        str(raw.get("token", "")),
+        str(raw.get("carrier_call_id", "")),
+        end,
+        raw.get("answered_ms"),
+        tuple(str(i) for i in raw.get("carrier_ids", ())),
+    )
+
+
+def write_spool(path: Path, events: list[EventCall]) -> None:
+    """Appends ``events`` to the spool and makes them durable (fsync) before returning."""
+    if not events:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, b"".join(event_to_json(e) + b"\n" for e in events))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def take_spool(path: Path) -> list[EventCall]:
+    """The spooled events, taken over by this process: the file is renamed first, so two
+    writers sharing a spool never replay the same file twice; it is removed once the events are
+    back in a writer (which spools them again if it cannot write them either)."""
+    taken = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.replaying")
+    try:
+        os.rename(path, taken)
+    except FileNotFoundError:
+        return []
+    events = []
+    with open(taken, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(event_from_json(line))
+            except (ValueError, KeyError, TypeError) as exc:  # a torn last line after a crash
+                log.error("event spool %s line %d unreadable, skipped: %s", path, number, exc)
+    taken.unlink()
+    return events
+
+
 class EventWriter:
     """Implements the carriers' ``EventReporter`` on top of a queue."""
 
-    def __init__(self, queue: CallQueue, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        queue: CallQueue,
+        max_batch: int = 500,
+        *,
+        spool: Path | None = None,
+        retry_failed_s: float = RETRY_FAILED_S,
+    ) -> None:
         self.queue = queue
         self.max_batch = max_batch
-        self._pending: asyncio.Queue[tuple[EventCall, asyncio.Future[EventResult]]] = (
-            asyncio.Queue()
-        )
+        self.spool = spool
+        self.retry_failed_s = retry_failed_s
+        self._pending: asyncio.Queue[tuple[EventCall, Waiter]] = asyncio.Queue()
+        self._sending: list[EventCall] = []  # the batch on its way (spooled if we close)
+        self._failed: list[EventCall] = []  # refused for a reason other than a blip
         self._task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self.replayed = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="event-writer")
+        if self._task is not None:
+            return
+        if self.spool is not None:
+            spooled = take_spool(self.spool)
+            if spooled:
+                log.warning("replaying %d carrier events spooled at the last stop", len(spooled))
+                self.replayed += len(spooled)
+                for call in spooled:
+                    self.submit(call)
+        self._task = asyncio.create_task(self._run(), name="event-writer")
+        self._retry_task = asyncio.create_task(self._retry_failed(), name="event-retry")
 
-    def submit(self, call: EventCall) -> asyncio.Future[EventResult]:
-        future: asyncio.Future[EventResult] = asyncio.get_running_loop().create_future()
+    def submit(self, call: EventCall) -> Waiter:
+        future: Waiter = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((call, future))
         return future
 
@@ -93,9 +194,17 @@ class EventWriter:
         carrier_call_id: str = "",
         end: EndFacts | None = None,
     ) -> None:
-        self.submit(
+        """Returns once the event is written (a refused one is kept and tried again)."""
+        future = self.submit(
             self.queue.event_call(call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end)
         )
+        with contextlib.suppress(Exception):  # refused: kept by the writer, logged there
+            await future
+
+    @property
+    def unwritten(self) -> int:
+        """Events submitted and not written yet (queued, on their way, or kept after refusal)."""
+        return self._pending.qsize() + len(self._sending) + len(self._failed)
 
     async def _run(self) -> None:
         while True:
@@ -103,42 +212,82 @@ class EventWriter:
             await asyncio.sleep(0)  # let events produced in the same tick join this batch
             while len(batch) < self.max_batch and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
+            self._sending = [call for call, _ in batch]
             try:
                 await self._send(fold(batch))
+                self._sending = []  # kept when cancelled: aclose spools it
             finally:
                 for _ in batch:
                     self._pending.task_done()
 
     async def _send(self, batch: list[tuple[EventCall, list[Waiter]]]) -> None:
-        delay = 0.05
+        backoff = Backoff()
+        tries = 0
         while True:
             try:
                 results = await self.queue.events(call for call, _ in batch)
                 break
-            except (TimeoutError, ConnectionError, OSError) as exc:
-                # Events are idempotent, so sending the whole batch again is safe.
-                log.warning("event batch not delivered (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
             except Exception as exc:
-                for _, waiters in batch:
-                    for future in waiters:
-                        if not future.done():
-                            future.set_exception(exc)
-                log.exception("event batch failed")
-                return
+                if not is_transient(exc):
+                    await self._send_alone(batch, exc)
+                    return
+                tries += 1
+                delay = backoff.next()
+                # Events are idempotent, so sending the whole batch again is safe.
+                if tries in (1, 10) or tries % 100 == 0:
+                    log.warning(
+                        "%d carrier events not written (Redis: %s); try %d in %.2fs",
+                        len(batch), exc, tries + 1, delay,
+                    )  # fmt: skip
+                await asyncio.sleep(delay)
+        if tries:
+            log.warning("%d carrier events written after %d tries", len(batch), tries + 1)
         for (call, waiters), result in zip(batch, results, strict=True):
             if result.error:
-                log.error(
-                    "event %s of %s attempt %d refused: %s",
-                    call.kind,
-                    call.call_id,
-                    call.attempt,
-                    result.error,
-                )
-            for future in waiters:
-                if not future.done():
-                    future.set_result(result)
+                self._keep(call, result.error)
+                self._fail(waiters, RuntimeError(result.error))
+            else:
+                self._resolve(waiters, result)
+
+    async def _send_alone(
+        self, batch: list[tuple[EventCall, list[Waiter]]], exc: Exception
+    ) -> None:
+        """A batch failed for a reason other than a blip: each event alone, so one bad event
+        holds back none of the others."""
+        if len(batch) == 1:
+            call, waiters = batch[0]
+            self._keep(call, f"{type(exc).__name__}: {exc}")
+            self._fail(waiters, exc)
+            return
+        for item in batch:
+            await self._send([item])
+
+    def _keep(self, call: EventCall, why: str) -> None:
+        log.error(
+            "carrier event %s of %s attempt %d not applied (%s): kept, tried again in %.0fs",
+            call.kind, call.call_id, call.attempt, why, self.retry_failed_s,
+        )  # fmt: skip
+        self._failed.append(call)
+
+    @staticmethod
+    def _resolve(waiters: list[Waiter], result: EventResult) -> None:
+        for future in waiters:
+            if not future.done():
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(waiters: list[Waiter], exc: Exception) -> None:
+        for future in waiters:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: a caller that does not wait logs nothing more
+
+    async def _retry_failed(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_failed_s)
+            again, self._failed = self._failed, []
+            for call in again:
+                self.submit(call)
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Waits until every submitted event is written (graceful stop)."""
@@ -146,9 +295,27 @@ class EventWriter:
             await asyncio.wait_for(self._pending.join(), timeout_s)
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Writes what it can within ``timeout_s``; spools the rest (or, with no spool, logs
+        each event it has to leave behind)."""
         await self.flush(timeout_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._retry_task = None
+        left = [*self._sending, *self._failed]
+        while not self._pending.empty():
+            left.append(self._pending.get_nowait()[0])
+        self._sending, self._failed = [], []
+        if not left:
+            return
+        if self.spool is not None:
+            write_spool(self.spool, left)
+            log.warning("%d carrier events not written: spooled to %s", len(left), self.spool)
+            return
+        for call in left:
+            log.error(
+                "carrier event %s of %s attempt %d not written at stop (no spool configured)",
+                call.kind, call.call_id, call.attempt,
+            )  # fmt: skip

@@ -66,6 +66,22 @@ class QueueKeys:
         """HASH epoch-second -> a campaign's dials granted, about the last minute."""
         return f"{self.prefix}cd:{campaign_id}"
 
+    def campaign_window_parked(self, campaign_id: str) -> str:
+        """ZSET call id -> the due time a campaign's calling window parked the call to (its
+        sched score). A hint, checked on use: entries of calls that moved on are left to
+        trimming and the key's expiry (see lua/_park.lua)."""
+        return f"{self.prefix}wp:{campaign_id}"
+
+    def campaign_window_recheck(self, campaign_id: str) -> str:
+        """ZSET like ``campaign_window_parked``: the entries a change of the window set aside,
+        still to be looked at again (recheck.lua)."""
+        return f"{self.prefix}wr:{campaign_id}"
+
+    @property
+    def window_rechecks(self) -> str:
+        """HASH campaign id -> 0 | 1 (one more sweep after this one): rechecks under way."""
+        return f"{self.prefix}wrecheck"
+
     @property
     def campaign_index(self) -> str:
         """ZSET of campaigns with queued calls that may be dialed; score = priority rank of the
@@ -173,6 +189,18 @@ class QueueKeys:
     def workers(self) -> str:
         """ZSET worker id -> last heartbeat ms."""
         return f"{self.prefix}workers"
+
+    def worker_calls(self, worker_id: str) -> str:
+        """Set: the attempts a worker has in flight (claimed, not yet settled), so that what a
+        dead worker leaves behind is found at once. Scripts derive it from ``prefix``
+        (worker_calls_key in _lib.lua)."""
+        return f"{self.prefix}wc:{worker_id}"
+
+    @property
+    def worker_info(self) -> str:
+        """Hash: worker id -> its traits ('e': its calls end with its process, as the
+        simulator's do), kept with its heartbeat in ``workers``."""
+        return f"{self.prefix}winfo"
 
     @property
     def hangups(self) -> str:

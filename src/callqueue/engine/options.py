@@ -38,6 +38,9 @@ class QueueOptions:
     line_wait_s: float = 15.0
     # At most this many attempts per number per day (UTC), over every campaign; 0: no cap.
     max_attempts_per_number_per_day: int = 0
+    # A worker silent this long is gone: what it had in flight is taken over (see reap.lua).
+    # It says it is alive every fifth of this (``heartbeat_s``).
+    worker_ttl_s: float = WORKER_TTL_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -54,10 +57,16 @@ class QueueOptions:
             "promote_limit": self.promote_limit > 0,
             "line_wait_s": self.line_wait_s > 0,
             "max_attempts_per_number_per_day": self.max_attempts_per_number_per_day >= 0,
+            "worker_ttl_s": self.worker_ttl_s >= 0.5,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid queue options: {', '.join(bad)}")
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often a worker renews its heartbeat (and runs its reaper pass)."""
+        return self.worker_ttl_s / 5
 
     def longest_life_s(self, max_duration_s: int | None) -> float:
         """The longest an attempt can hold its slot, counted from its claim: the carrier may get

@@ -14,7 +14,7 @@ from typing import Any
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec
 from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
-from callqueue.engine.options import WORKER_TTL_S, QueueOptions
+from callqueue.engine.options import QueueOptions
 from callqueue.engine.scripts import Script, ScriptArg, ScriptError, run_pipeline, scripts
 from callqueue.models import (
     CallRecord,
@@ -64,6 +64,8 @@ class ReapResult:
     lost_attempts: int
     next_expiry_ms: int | None
     server_now_ms: int
+    orphans_settled: int = 0  # attempts of gone workers, ended with them (simulator)
+    orphans_held: int = 0  # attempts of gone workers left to their carrier's callbacks
 
 
 @dataclass(slots=True)
@@ -77,10 +79,23 @@ class EventCall:
     carrier_call_id: str = ""
     end: EndFacts | None = None
     answered_ms: int | None = None
+    #: A carrier callback's ids for its call: once the attempt's carrier id is known it must be
+    #: one of them, else the event changes nothing (code ``mismatch``). Empty: no check.
+    carrier_ids: tuple[str, ...] = ()
 
 
 #: One call for enqueue.lua: its spec, its key and its arguments.
 _Row = tuple[CallSpec, str, list[ScriptArg]]
+
+
+def problems_in(control: dict[Any, Any]) -> dict[str, str]:
+    """The problems reported to the control hash (report_problem), by part."""
+    out = {}
+    for key, value in control.items():
+        name, text = _s(key), _s(value)
+        if name.endswith("_error") and text:
+            out[name.removesuffix("_error")] = text
+    return out
 
 
 def _s(value: Any) -> str:
@@ -275,9 +290,10 @@ class CallQueue:
         return results
 
     # -- claim ------------------------------------------------------------------------------
-    async def claim(self, want: int, at_ms: int | None = None) -> ClaimResult:
-        """Up to ``want`` calls to dial now. ``at_ms``: decide as if the time were that (epoch
-        ms) instead of the server clock's - for tests of calling windows."""
+    async def claim(self, want: int, at_ms: int | None = None, worker_id: str = "") -> ClaimResult:
+        """Up to ``want`` calls to dial now, owned by ``worker_id`` (see ``reap``). ``at_ms``:
+        decide as if the time were that (epoch ms) instead of the server clock's - for tests of
+        calling windows."""
         k, o = self.keys, self.options
         reply = await self._scripts.claim(
             self.client,
@@ -316,6 +332,7 @@ class CallQueue:
                 int(o.line_wait_s * 1000),
                 o.max_attempts_per_number_per_day,
                 at_ms or 0,
+                worker_id,
             ],
         )
         now = int(reply[0])
@@ -344,8 +361,11 @@ class CallQueue:
         carrier_call_id: str = "",
         end: EndFacts | None = None,
         answered_ms: int | None = None,
+        carrier_ids: tuple[str, ...] = (),
     ) -> EventCall:
-        return EventCall(call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms)
+        return EventCall(
+            call_id, attempt, str(kind), token, carrier_call_id, end, answered_ms, carrier_ids
+        )
 
     def _event_batch(
         self, events: Sequence[EventCall]
@@ -363,10 +383,11 @@ class CallQueue:
                 ev.answered_ms if ev.answered_ms is not None else (e.answered_ms if e else None)
             )
             keys.append(k.call(ev.call_id))
+            ids = " ".join(ev.carrier_ids)
             if e is None:
                 args += [
                     ev.call_id, ev.attempt, ev.kind, ev.token, ev.carrier_call_id,
-                    "", "", "", "", "" if answered is None else answered, "", 0,
+                    "", "", "", "", "" if answered is None else answered, "", 0, ids,
                 ]  # fmt: skip
             else:
                 args += [
@@ -382,6 +403,7 @@ class CallQueue:
                     "" if answered is None else answered,
                     "" if e.ended_ms is None else e.ended_ms,
                     random.random(),
+                    ids,
                 ]
         return self._scripts.event, keys, args
 
@@ -518,13 +540,18 @@ class CallQueue:
     async def reap(
         self,
         worker_id: str = "",
-        worker_ttl_s: float = WORKER_TTL_S,
+        worker_ttl_s: float | None = None,
         limit: int = 500,
         *,
         leaving: bool = False,
+        calls_end_with_worker: bool = False,
     ) -> ReapResult:
-        """Recovers lapsed leases and lost attempts, trims indexes, and renews (or, when
-        ``leaving``, removes) this worker's heartbeat."""
+        """Recovers lapsed leases and lost attempts, takes over the attempts of workers whose
+        heartbeat lapsed, trims indexes, and renews (or, when ``leaving``, removes) this
+        worker's heartbeat. ``calls_end_with_worker``: this worker's calls die with its
+        process (the simulator's), so whoever takes them over settles them at once."""
+        if worker_ttl_s is None:
+            worker_ttl_s = self.options.worker_ttl_s
         k = self.keys
         reply = await self._scripts.reap(
             self.client,
@@ -543,6 +570,7 @@ class CallQueue:
                 k.control,
                 k.campaigns,
                 k.campaigns_done,
+                k.worker_info,
             ],
             [
                 limit,
@@ -551,11 +579,17 @@ class CallQueue:
                 k.wake_channel,
                 *self._policy_args(),
                 "1" if leaving else "0",
+                "1" if calls_end_with_worker else "0",
             ],
         )
         expiry = int(reply[2])
         return ReapResult(
-            int(reply[0]), int(reply[1]), expiry if expiry >= 0 else None, int(reply[3])
+            int(reply[0]),
+            int(reply[1]),
+            expiry if expiry >= 0 else None,
+            int(reply[3]),
+            int(reply[4]),
+            int(reply[5]),
         )
 
     async def dnc_add(self, numbers: Sequence[str]) -> int:
@@ -595,14 +629,7 @@ class CallQueue:
 
     async def problems(self) -> dict[str, str]:
         """What currently stops dispatch, by part (carrier, agent)."""
-        raw = await self.client.hgetall(self.keys.control)
-        out = {}
-        for key, value in raw.items():
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            if name.endswith("_error") and text:
-                out[name.removesuffix("_error")] = text
-        return out
+        return problems_in(await self.client.hgetall(self.keys.control))
 
     # -- reads (no state change) ----------------------------------------------------------------
     async def get(self, call_id: str) -> CallRecord | None:

@@ -15,14 +15,12 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from callqueue.engine.codec import Counters, decode_counters, decode_record
-from callqueue.engine.options import WORKER_TTL_S
-from callqueue.engine.queue import CallQueue
+from callqueue.engine.queue import CallQueue, problems_in
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
 #: Score band of one priority level in a ready ZSET (score = rank * 2**40 + arrival seq).
 PRIORITY_BAND = 2**40
 #: A worker counts as alive when its last heartbeat is at most this old.
-WORKER_TTL_MS = int(WORKER_TTL_S * 1000)
 #: Commands per pipeline when reading many calls.
 CHUNK = 2000
 
@@ -54,20 +52,40 @@ async def server_now_ms(queue: CallQueue) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ControlState:
-    """What a health check wants: the switches and the heartbeats."""
+    """What a health check wants: the switches, the heartbeats, what workers report stops
+    them, and whether any call waits for a worker."""
 
     now_ms: int
     paused: bool
     workers_alive: int
+    problems: dict[str, str] = field(default_factory=dict)  # by part (carrier, agent)
+    # Calls a worker would dial now: queued in a campaign that may be dialed, or scheduled
+    # for a time that has come (a worker's claim moves those to the queue).
+    calls_due: bool = False
 
 
-async def control_state(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> ControlState:
+async def control_state(queue: CallQueue, worker_ttl_ms: int | None = None) -> ControlState:
+    """A few constant-time reads in one round trip (plus the clock's)."""
+    if worker_ttl_ms is None:
+        worker_ttl_ms = int(queue.options.worker_ttl_s * 1000)
+    k = queue.keys
     now = await server_now_ms(queue)
     pipe = queue.client.pipeline(transaction=False)
-    pipe.hget(queue.keys.control, "paused")
-    pipe.zcount(queue.keys.workers, f"({now - worker_ttl_ms}", "+inf")
-    paused, alive = await pipe.execute()
-    return ControlState(now, paused in (b"1", "1"), int(alive))
+    pipe.hgetall(k.control)
+    pipe.zcount(k.workers, f"({now - worker_ttl_ms}", "+inf")
+    # The campaign index holds exactly the campaigns with queued calls that may be dialed
+    # (active, not paused or cancelled): one entry is enough to know a call waits.
+    pipe.zcard(k.campaign_index)
+    pipe.zrange(k.scheduled, 0, 0, withscores=True)
+    control_raw, alive, ready_campaigns, first_scheduled = await pipe.execute()
+    control = {_text(name): _text(value) for name, value in control_raw.items()}
+    return ControlState(
+        now_ms=now,
+        paused=control.get("paused") == "1",
+        workers_alive=int(alive),
+        problems=problems_in(control),
+        calls_due=bool(ready_campaigns) or any(score <= now for _, score in first_scheduled),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +168,16 @@ class CallState:
     attempts: int
 
 
-async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatus, int]:
+def _count_live(states: Iterable[CallState | None]) -> dict[CallStatus, int]:
     counts = dict.fromkeys(sorted(LIVE_STATUSES), 0)
-    for state in (await call_states(queue, ids)).values():
+    for state in states:
         if state is not None and state.status in counts:
             counts[state.status] += 1
     return counts
+
+
+async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatus, int]:
+    return _count_live((await call_states(queue, ids)).values())
 
 
 async def campaign_ids(queue: CallQueue) -> list[str]:
@@ -187,7 +209,9 @@ async def queued_total(queue: CallQueue) -> int:
     return sum((await queued_by_priority(queue)).values())
 
 
-async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int = WORKER_TTL_MS) -> QueueSnapshot:
+async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int | None = None) -> QueueSnapshot:
+    if worker_ttl_ms is None:
+        worker_ttl_ms = int(queue.options.worker_ttl_s * 1000)
     k = queue.keys
     now = await server_now_ms(queue)
     by_priority_now = await queued_by_priority(queue)
@@ -329,6 +353,8 @@ class CampaignState:
     open: int  # calls not final yet
     counters: Counters
     dials_last_minute: int
+    # Its calls holding a live-call slot, by their status now (dialing, ringing, in_progress).
+    live_by_status: dict[CallStatus, int] = field(default_factory=dict)
 
     @property
     def scheduled(self) -> int:
@@ -341,7 +367,7 @@ class CampaignState:
         counts = dict.fromkeys(CallStatus, 0)
         counts[CallStatus.QUEUED] = self.queued
         counts[CallStatus.SCHEDULED] = self.scheduled
-        counts[CallStatus.DIALING] = self.live  # dialing, ringing or talking: live
+        counts.update(self.live_by_status)
         counts.update(self.counters.final_by_status)
         return counts
 
@@ -381,11 +407,15 @@ async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[Campaign
             pipe.hgetall(k.campaign(cp))
             pipe.hgetall(k.campaign_stats(cp))
             pipe.zcard(k.campaign_ready(cp))
-            pipe.zcount(k.campaign_live(cp), f"({now}", "+inf")
+            pipe.zrangebyscore(k.campaign_live(cp), f"({now}", "+inf")
             pipe.hgetall(k.campaign_dials_per_second(cp))
         replies = await pipe.execute()
+        # The statuses of their live calls: as many reads as live calls, which the live-call
+        # cap bounds (the same reads /api/queue/status makes for the whole queue).
+        live_ids = [[_text(m) for m in replies[i * 5 + 3]] for i in range(len(chunk))]
+        states = await call_states(queue, [m for ids in live_ids for m in ids])
         for i, cp in enumerate(chunk):
-            settings_raw, stats_raw, queued, live, dps_raw = replies[i * 5 : i * 5 + 5]
+            settings_raw, stats_raw, queued, _, dps_raw = replies[i * 5 : i * 5 + 5]
             if not settings_raw:
                 out.append(None)
                 continue
@@ -401,10 +431,11 @@ async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[Campaign
                     created_ms=_int(settings.get("cr")),
                     now_ms=now,
                     queued=int(queued),
-                    live=int(live),
+                    live=len(live_ids[i]),
                     open=max(0, _int(stats.get("open"))),
                     counters=decode_counters(stats_raw),
                     dials_last_minute=minute,
+                    live_by_status=_count_live(states[m] for m in live_ids[i]),
                 )
             )
     return out

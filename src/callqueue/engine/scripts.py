@@ -27,11 +27,12 @@ ScriptArg = str | int | float | bytes
 
 NAMES = (
     "enqueue", "claim", "event", "release", "cancel", "reap", "control", "dnc", "campaign", "zones",
-    "hooks",
+    "hooks", "recheck",
 )  # fmt: skip
 #: Shared helpers, in this order, before the transitions: the calling-window arithmetic
-#: (``_window``, self-contained) and the library's own (``_lib``, which uses it).
-HELPERS = ("_window", "_lib")
+#: (``_window``, self-contained), the index of calls a window parked (``_park``, self-contained)
+#: and the library's own (``_lib``, which uses both).
+HELPERS = ("_window", "_park", "_lib")
 
 
 class ScriptError(RuntimeError):
@@ -149,6 +150,7 @@ class Scripts:
         self.campaign = Script(self.library, "campaign")
         self.zones = Script(self.library, "zones")
         self.hooks = Script(self.library, "hooks")
+        self.recheck = Script(self.library, "recheck")
 
     async def load_all(self, client: Any) -> None:
         await self.library.load(client)

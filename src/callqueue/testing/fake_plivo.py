@@ -655,7 +655,7 @@ class FakePlivo(FakeCarrierServer[ApiRequest]):
         self._notify_change()
         ring_url = call.param("ring_url")
         if ring_url is not None:
-            params = {**self._common(call, "ringing")}
+            params = {**self._common(call, "ringing"), "Event": "Ring"}
             self._send_later(call, "ring", ring_url, call.param("ring_method"), params)
         ring_wait = sc.ring_s
         unanswered = sc.outcome == "no_answer"

@@ -18,7 +18,7 @@ from callqueue.api.deps import QueueDep
 from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, error_doc
 from callqueue.api.limits import IMPORT_MAX_BODY, capped_receive
 from callqueue.api.views import at
-from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound
+from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignStateConflict
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import CampaignState, campaign_page, campaign_states
 from callqueue.models import Priority
@@ -29,13 +29,16 @@ CampaignId = Annotated[
     str, Path(description="The campaign's id (its calls' campaign_id).", examples=["campaign-123"])
 ]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_doc("No campaign has this id.")}
+#: Far past any real list, and small enough that Redis can count past it (its ranks are signed
+#: 64-bit: a larger offset was a 500).
+MAX_OFFSET = 1_000_000_000
 
 
 class ProgressView(BaseModel):
     counts: dict[str, int] = Field(
         ..., description="Calls by status: queued, scheduled (waiting for a time: scheduled_at, "
-        "a retry, or the calling window) and live (`dialing` counts every live call) now; "
-        "completed, failed and cancelled in all.",
+        "a retry, or the calling window), dialing, ringing and in_progress now (as "
+        "/api/calls/active shows them); completed, failed and cancelled in all.",
     )  # fmt: skip
     open_calls: int = Field(..., description="Calls not final yet.")
     live_calls: int = Field(..., description="Calls holding a live-call slot now.")
@@ -138,7 +141,8 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
         raise ApiError(409, f"campaign {body.campaign_id!r} exists; change it with PATCH",
                        ("body", "campaign_id"), "conflict")  # fmt: skip
     sent = body.model_fields_set - {"campaign_id"}
-    await CampaignEngine(queue).configure(body.campaign_id, body.stored(sent))
+    stored = body.stored(sent, queue.options.retry)
+    await CampaignEngine(queue).configure(body.campaign_id, stored)
     _forget_defaults(request, body.campaign_id)
     return await _view(queue, body.campaign_id)
 
@@ -146,7 +150,9 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
 @router.get("", summary="List campaigns")
 async def list_campaigns(
     queue: QueueDep,
-    offset: Annotated[int, Query(ge=0, description="Campaigns to skip.")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description=f"Campaigns to skip (0 to {MAX_OFFSET:,}).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
 ) -> CampaignList:
     """Every campaign with its status and progress, newest first."""
@@ -166,12 +172,18 @@ async def get_campaign(queue: QueueDep, campaign_id: CampaignId) -> CampaignView
 async def patch_campaign(
     request: Request, queue: QueueDep, campaign_id: CampaignId, body: CampaignSettings
 ) -> CampaignView:
-    """Changes the fields sent (null clears one); limits apply to the next dial."""
+    """Changes the fields sent (null clears one); limits apply to the next dial. A new
+    `calling_window` or `calling_window_timezone` also applies to the calls the old window
+    held back: those it lets through now are queued again at their place in line, the others
+    wait for its next opening (a retry never earlier than its own delay); calls scheduled for
+    their own `scheduled_at` keep it. A very large campaign's last ones may follow a moment
+    after the answer (the workers finish them)."""
     _check_webhook(request, body)
     if not await queue.client.exists(queue.keys.campaign(campaign_id)):
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found")  # fmt: skip
-    await CampaignEngine(queue).configure(campaign_id, body.stored(body.model_fields_set))
+    stored = body.stored(body.model_fields_set, queue.options.retry)
+    await CampaignEngine(queue).configure(campaign_id, stored)
     _forget_defaults(request, campaign_id)
     return await _view(queue, campaign_id)
 
@@ -183,18 +195,31 @@ async def _lifecycle(queue: CallQueue, campaign_id: str, op: str) -> CampaignVie
     except CampaignNotFound:
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found") from None  # fmt: skip
+    except CampaignStateConflict as exc:
+        raise ApiError(409, f"{exc}; its calls not yet dialed were ended and new calls naming "
+                       "it are refused (queue them under a new campaign)",
+                       ("path", "campaign_id"), "conflict") from None  # fmt: skip
     return await _view(queue, campaign_id)
 
 
-@router.post("/{campaign_id}/pause", summary="Pause a campaign", responses=NOT_FOUND)
+LIFECYCLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    409: error_doc("The campaign is cancelled: nothing changed."),
+}
+
+
+@router.post("/{campaign_id}/pause", summary="Pause a campaign", responses=LIFECYCLE_RESPONSES)
 async def pause_campaign(queue: QueueDep, campaign_id: CampaignId) -> CampaignView:
-    """No new dials of this campaign from now on; live calls finish. Its calls stay queued."""
+    """No new dials of this campaign from now on; live calls finish. Its calls stay queued.
+    Pausing a paused campaign changes nothing; a completed one is paused too (calls that name
+    it later wait for its resume); a cancelled one answers 409."""
     return await _lifecycle(queue, campaign_id, "pause")
 
 
-@router.post("/{campaign_id}/resume", summary="Resume a campaign", responses=NOT_FOUND)
+@router.post("/{campaign_id}/resume", summary="Resume a campaign", responses=LIFECYCLE_RESPONSES)
 async def resume_campaign(queue: QueueDep, campaign_id: CampaignId) -> CampaignView:
-    """Dialing continues where it stopped, in the same order."""
+    """Dialing continues where it stopped, in the same order. Resuming an active or completed
+    campaign changes nothing; a cancelled one answers 409."""
     return await _lifecycle(queue, campaign_id, "resume")
 
 
@@ -388,6 +413,8 @@ async def import_calls(
         try:
             form = await capped.form(max_files=1, max_fields=10)
         except StarletteHTTPException as exc:  # the multipart parser's 400
+            if exc.status_code != 400:  # a stalled (408) or too large (413) body
+                raise
             raise ApiError(400, f"the multipart form is not readable: {exc.detail}", ("body",),
                            "invalid_body") from None  # fmt: skip
         upload = form.get("file")

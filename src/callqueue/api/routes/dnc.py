@@ -15,6 +15,7 @@ from callqueue.api.schemas import normalize_phone
 
 router = APIRouter(prefix="/api/dnc", tags=["dnc"])
 MAX_NUMBERS = 10_000
+MAX_CURSOR = 2**64 - 1  # SSCAN cursors are unsigned 64-bit; a larger one was a 500
 
 
 class DncChange(BaseModel):
@@ -85,7 +86,9 @@ async def list_numbers(
     number: Annotated[
         list[str] | None, Query(description="Check these numbers (repeat the parameter).")
     ] = None,
-    cursor: Annotated[int, Query(ge=0, description="From a previous page's next_cursor.")] = 0,
+    cursor: Annotated[
+        int, Query(ge=0, le=MAX_CURSOR, description="From a previous page's next_cursor.")
+    ] = 0,
     count: Annotated[int, Query(ge=1, le=5000, description="About this many per page.")] = 500,
 ) -> DncPage:
     """Pages through the list, or (with `number=`) says whether given numbers are on it."""

@@ -58,7 +58,8 @@ class QueueStatusView(BaseModel):
     dispatch_blocked: dict[str, str] = Field(
         default_factory=dict,
         description="What workers report stops them placing calls, by part (carrier: the "
-        "carrier refused our credentials; agent: the agent server is down), with the reason.",
+        "carrier refused our credentials or cannot be reached; agent: the agent server is "
+        "down), with the reason.",
     )
     server_time: datetime = Field(..., description="Redis server clock, for the figures.")
 
@@ -106,7 +107,8 @@ async def queue_status(queue: QueueDep, settings: SettingsDep) -> QueueStatusVie
     """Calls by status and by priority, scheduled calls, live calls against
     MAX_CONCURRENT_CALLS, dial rate against RATE_LIMIT_PER_SECOND, success and failure rates,
     average call duration, live workers, whether dispatch is paused, and what stops workers
-    from dialing (a dead agent server, refused carrier credentials)."""
+    from dialing (a dead agent server, a carrier that refuses our credentials or cannot be
+    reached)."""
     snap = await queue_snapshot(queue)
     max_live, rate = settings.max_concurrent_calls, settings.rate_limit_per_second
     return QueueStatusView.of(queue.name, snap, max_live, rate, await queue.problems())

@@ -5,6 +5,12 @@ URL Twilio called, rebuilt from PUBLIC_URL (a proxy in front may rewrite the hos
 auth token; a missing or wrong signature answers 403 and changes nothing. The events then go
 through the engine's one event transition, which is idempotent and order-proof: a repeated or
 late callback changes nothing.
+
+A signed callback is then checked field by field (``carriers.twilio_events.checked_form``):
+Twilio signs the fields run together, so a captured callback can be re-shaped without breaking
+the signature. A form that is not what Twilio sends, or that names another call than the
+attempt's known CallSid, answers 400 naming the field and changes nothing; the events of one
+callback are applied in one engine step.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from pydantic import BaseModel, Field
 
 from callqueue.api.deps import QueueDep, SettingsDep
 from callqueue.api.errors import error_doc
-from callqueue.api.routes.webhooks import public_url_of
+from callqueue.api.routes.webhooks import mismatch, public_url_of, refused_callback
+from callqueue.carriers.callback_fields import CallbackFieldError
 from callqueue.carriers.twilio import TwilioCarrier, TwilioConfig
-from callqueue.carriers.twilio_events import callback_events
+from callqueue.carriers.twilio_events import callback_events, carrier_ids, checked_form
 from callqueue.carriers.twilio_signature import verify
 from callqueue.config import Settings
 from callqueue.engine.queue import CallQueue
+from callqueue.engine.scripts import ScriptError
 from callqueue.models import CarrierEvent
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,10 @@ async def _hangs_up_on_machine(queue: CallQueue, call_id: str) -> bool:
     response_model=TwilioCallbackResult,
     responses={
         200: {"description": "Signed: handled (whether or not it changed the call)."},
+        400: error_doc(
+            "Signed, but a field is not what Twilio sends (a re-shaped callback), or the "
+            "callback names another call than the attempt's; `loc` names the field."
+        ),
         403: error_doc("Missing or wrong X-Twilio-Signature."),
         422: error_doc("call_id or attempt missing from the URL."),
         503: error_doc("Twilio is not configured here, or Redis is unavailable."),
@@ -96,28 +108,43 @@ async def twilio_status(
     initiated, ringing, answered, completed) and, with machine detection, the
     AsyncAmdStatusCallback. The form fields are Twilio's (CallSid, AccountSid, CallStatus,
     CallDuration, Timestamp, SequenceNumber, SipResponseCode, AnsweredBy, ...); the
-    X-Twilio-Signature header is required. Answers 200 for anything signed (an unknown or stale
-    call included), 403 for a missing or wrong signature."""
+    X-Twilio-Signature header is required. Answers 200 for anything signed and well formed (an
+    unknown or stale call included), 400 for a signed form that is not what Twilio sends or
+    that names another call, 403 for a missing or wrong signature."""
     token = settings.twilio_auth_token
     if not token or not settings.public_url:
         raise HTTPException(503, "Twilio callbacks need TWILIO_AUTH_TOKEN and PUBLIC_URL")
-    received = await request.form()
+    items = [(name, str(value)) for name, value in (await request.form()).multi_items()]
     params: dict[str, list[str]] = {}
-    for name, value in received.multi_items():
-        params.setdefault(name, []).append(str(value))
+    for name, value in items:
+        params.setdefault(name, []).append(value)
     signature = request.headers.get("X-Twilio-Signature", "")
     if not verify(token, public_url_of(request, settings.public_url), params, signature):
         raise HTTPException(403, "invalid or missing Twilio signature")
-    form = {name: values[-1] for name, values in params.items()}
-    call_sid = form.get("CallSid", "")
+    try:
+        form = checked_form(items, amd=amd, account_sid=settings.twilio_account_sid)
+    except CallbackFieldError as exc:
+        raise refused_callback("Twilio", call_id, attempt, exc) from None
+    call_sid = form["CallSid"]
+    events = callback_events(form, amd=amd)
+    outcomes = await queue.events(
+        queue.event_call(
+            call_id, attempt, event, carrier_call_id=call_sid, end=facts,
+            carrier_ids=carrier_ids(form),
+        )
+        for event, facts in events
+    )  # fmt: skip
     result = TwilioCallbackResult(applied=False, code="ignored")
-    for event, facts in callback_events(form, amd=amd):
-        outcome = await queue.event(call_id, attempt, event, carrier_call_id=call_sid, end=facts)
+    for (event, _), outcome in zip(events, outcomes, strict=True):
+        if outcome.error:
+            raise ScriptError(outcome.error)
+        refused = mismatch("Twilio", call_id, attempt, outcome)
+        if refused is not None:
+            raise refused
         result = TwilioCallbackResult(applied=outcome.applied, code=outcome.code)
         if (
             event == CarrierEvent.MACHINE
             and outcome.applied
-            and call_sid
             and await _hangs_up_on_machine(queue, call_id)
         ):
             background.add_task(hang_up_machine, settings, call_id, attempt, call_sid)

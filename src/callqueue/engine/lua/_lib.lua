@@ -28,6 +28,7 @@ local function invocation_start()
   OFFSETS = {}
   MAYBE_DONE = {}
   HOOKS = nil
+  park_run_start()
 end
 
 -- Status webhooks: an outbox stream that workers deliver from (webhooks.py). An entry names
@@ -81,6 +82,12 @@ end
 -- Keys derived from the queue prefix (passed in KEYS: it carries the queue's hash tag, so every
 -- derived key is in the same cluster slot). The names mirror engine/keys.py.
 local function ckey(prefix, kind, cp) return prefix .. kind .. ':' .. cp end
+-- The attempts a worker has in flight (keys.py: worker_calls). A claim adds the call and records
+-- its worker in the call's `wk`; whatever ends or gives back the attempt takes it out again.
+local function worker_calls_key(prefix, worker) return prefix .. 'wc:' .. worker end
+local function disown(prefix, worker, id)
+  if worker and worker ~= '' then redis.call('SREM', worker_calls_key(prefix, worker), id) end
+end
 local BAND = 1099511627776  -- 2^40: a ready score is priority rank * BAND + arrival sequence
 -- Retries of a call that set no max_retries and whose campaign sets none (the seed's default).
 local DEFAULT_RETRIES = 3
@@ -310,13 +317,18 @@ local function zone_entries(prefix, c, tz)
 end
 
 -- A retry due at `due` moves to its campaign's next calling-window opening when `due` falls
--- outside the window (the claim checks again just before dialing in any case).
-local function within_window(prefix, c, tz, due)
+-- outside the window (the claim checks again just before dialing in any case). Moved, it is
+-- parked by the window (_park.lua), and its own time is kept ('nb': not before) for a recheck
+-- after the window changes.
+local function within_window(prefix, c, tz, due, id, key, now)
   if not c.win or c.win == '' then return due end
   local entries = zone_entries(prefix, c, tz)
   if not entries then return due end
   local opens = window_next_open(window_parse(c.win), entries, due)
-  return opens > due and opens or due
+  if opens <= due then return due end
+  window_park(prefix, c.id, id, opens, now)
+  redis.call('HSET', key, 'nb', due)
+  return opens
 end
 
 -- One person, one line: the number's line is free again once this call's attempt is over.
@@ -346,9 +358,10 @@ end
 -- facts: attempt fields to record (cid, hc, an, e, d, bd)
 local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local f = redis.call('HMGET', key, 'as', 'an', 'cid', 'atts', 'st', 'cx', 'mr', 'hist', 'hn',
-    'mach', 'fr', 'cp', 'to', 'tz')
+    'mach', 'fr', 'cp', 'to', 'tz', 'wk')
   local c = campaign(K.prefix, f[12] or '')
   free_line(K.prefix, f[13], id)
+  disown(K.prefix, f[15], id)
   redis.call('ZREM', K.live, id)
   redis.call('ZREM', K.leases, id)
   slot_freed(K.live, K.channel, at, P.max_live)
@@ -359,12 +372,17 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
   local rec = {n = n, s = tonumber(f[1]), an = tonumber(f[2]), cid = cid, o = outcome}
   merge_facts(rec, facts)
   if rec.e == nil then rec.e = at end
+  -- Talk time of an answered attempt whose end gives none, or 0 (the simulator's word on a
+  -- hang-up we asked for, a cancel): from its answer to its end.
+  if rec.an and (rec.d == nil or rec.d == 0) and rec.e > rec.an then
+    rec.d = (rec.e - rec.an) / 1000
+  end
   local enc = cjson.encode(rec)
   local atts = (f[4] and f[4] ~= '' and f[4] ~= '[]') and (string.sub(f[4], 1, -2) .. ',' .. enc .. ']')
     or ('[' .. enc .. ']')
   stat(K.stats, 'o:' .. outcome, 1)
   if c.id ~= '' then stat(c.stats, 'o:' .. outcome, 1) end
-  local d = tonumber(facts.d)
+  local d = tonumber(rec.d)
   if outcome == 'completed' and d then
     local ms = math.floor(d * 1000 + 0.5)
     stat(K.stats, 'dur_ms', ms)
@@ -410,7 +428,7 @@ local function settle(K, key, id, n, outcome, facts, at, P, rand)
     end
     delay = math.min((R and R.cap_ms) or P.cap_ms, delay)
     delay = math.max(0, math.floor(delay * (1 + P.jitter * (2 * rand - 1))))
-    local due = within_window(K.prefix, c, f[14], at + delay)
+    local due = within_window(K.prefix, c, f[14], at + delay, id, key, at)
     local err = move_with(key, st, 'scheduled', at, outcome .. '; attempt ' .. (n + 1) .. ' due',
       P.hist_limit, f[8], f[9], 'due', due, 'atts', atts, 'ph', 3, 'oc', outcome)
     if err then return err end

@@ -8,10 +8,15 @@
 --     wtz (its time zone for numbers of unknown zone), rp (retry policy), cfg (default
 --     call_config json), wh (status webhook url), we (webhook events: final | all), wp (1: calls' zones
 --     are being filled in, so none is dialed meanwhile)
---   pause | resume
+--   pause | resume: a cancelled campaign refuses both (reply {'conflict', 'cancelled'}); pausing
+--     a paused campaign or resuming an active or completed one changes nothing
 --   cancel: a limit of calls to end in this run, and a cursor in the scheduled set (0 first)
--- Returns: set/pause/resume: {status, created (0/1)}; cancel: {status, queued left, next
---   cursor in the scheduled set (-1: done), calls cancelled in this run}
+-- A set that changes win or wtz starts a recheck of the calls the window parked (recheck.lua
+-- does it, a slice at a time); cancel drops any.
+-- Returns: set: {status, created (0/1), recheck under way (0/1)}; pause/resume: {status,
+--   created (0/1)}; any of these may instead return {'not_found', 0} / {'conflict', status}
+--   (the campaign's status refuses the op: nothing changed); cancel: {status, queued left,
+--   next cursor in the scheduled set (-1: done), calls cancelled in this run}
 local prefix, index, ctl, registry, sched = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cp, op, channel = ARGV[1], ARGV[2], ARGV[3]
 local P = {retention_ms = tonumber(ARGV[4]), hist_limit = tonumber(ARGV[5])}
@@ -33,6 +38,7 @@ if op == 'set' then
   -- Settings make the campaign the user's: it is kept when it finishes.
   redis.call('HDEL', c.key, 'auto')
   redis.call('ZREM', done_key(prefix), cp)
+  local window_before = redis.call('HMGET', c.key, 'win', 'wtz')
   for i = 6, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       redis.call('HDEL', c.key, ARGV[i])
@@ -45,7 +51,13 @@ if op == 'set' then
   CAMPAIGNS[cp] = nil  -- read the new settings
   index_touch(index, ctl, campaign(prefix, cp))
   redis.call('PUBLISH', channel, 'c')  -- limits may have grown
-  return {st, created}
+  local window_after = redis.call('HMGET', c.key, 'win', 'wtz')
+  if window_after[1] ~= window_before[1] or window_after[2] ~= window_before[2] then
+    window_recheck_start(prefix, cp)
+  end
+  return {st, created, redis.call('HEXISTS', park_rechecks_key(prefix), cp)}
+elseif (op == 'pause' or op == 'resume') and st == 'cancelled' then
+  return {'conflict', st}  -- its calls are ended and new ones refused: nothing to run again
 elseif op == 'pause' then
   if st == 'active' or st == 'completed' then
     redis.call('HSET', c.key, 'st', 'paused', 'up', now)
@@ -74,6 +86,7 @@ elseif op == 'cancel' then
     redis.call('ZREM', index, cp)
   end
   c.st = 'cancelled'
+  if cursor == 0 then window_recheck_drop(prefix, cp) end
   local done = 0
   local call_prefix = prefix .. 'c:'
   -- Queued calls first, a slice at a time.

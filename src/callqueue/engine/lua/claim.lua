@@ -16,6 +16,8 @@
 -- ARGV[14] one call per number (0/1)  ARGV[15] how long a call to a busy number waits, ms
 -- ARGV[16] attempts allowed per number per UTC day (0: no cap)
 -- ARGV[17] clock override ms (0: the server clock; tests of calling windows set it)
+-- ARGV[18] the claiming worker's id ('': none, as in tests that claim by hand): recorded in the
+--   call (`wk`) and in the worker's in-flight set, so a dead worker's attempts are found at once
 -- KEYS[15] lines (number -> the call live on it)
 -- Just before a call is dialed it is checked again: a number that joined the do-not-call list
 -- after it was queued is cancelled; a call outside its campaign's calling window (in the
@@ -34,6 +36,8 @@ local ring_grace_ms, default_md_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
 local margin_ms = tonumber(ARGV[13])
 local one_line, line_wait, day_cap = ARGV[14] == '1', tonumber(ARGV[15]), tonumber(ARGV[16])
 local lines = KEYS[15]
+local worker = ARGV[18]
+local owned = worker ~= '' and worker_calls_key(prefix, worker) or nil
 local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[12], dead = KEYS[13],
   stats = stats, sched = sched}
 local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
@@ -174,6 +178,7 @@ local function take(c, id)
         'the callee\'s local time: due when it opens', hist_limit, f[5], f[6], 'due', opens)
       if err then error(err.err) end
       redis.call('ZADD', sched, opens, id)
+      window_park(prefix, c.id, id, opens, now)
       return false
     end
   end
@@ -209,8 +214,9 @@ local function take(c, id)
   local attempt = tonumber(f[4] or '0') + 1
   local token = tok_prefix .. taken
   local err = move_with(key, 'queued', 'dialing', now, 'attempt ' .. attempt, hist_limit,
-    f[5], f[6], 'a', attempt, 'tk', token, 'ph', 0, 'as', now)
+    f[5], f[6], 'a', attempt, 'tk', token, 'ph', 0, 'as', now, 'wk', worker)
   if err then error(err.err) end
+  if owned then redis.call('SADD', owned, id) end
   -- The attempt's longest possible life: the carrier may get the request as late as the end
   -- of the dial lease, then ring and talk at most ring timeout + max duration; plus grace.
   local md = tonumber(f[2] or '0')

@@ -1,8 +1,19 @@
 -- reap: recovers what dead workers and lost callbacks leave behind, and keeps indexes bounded.
+--  * workers whose heartbeat lapsed (older than the worker ttl), and the worker calling with
+--    `leaving`: each attempt it had in flight (its `wc:` set) is taken over at once. If its
+--    calls end with its process (trait 'e' in winfo: the simulator), the attempt is over: it
+--    ends as `lost` when nothing was heard of it, else as `failed` (cause WORKER_GONE), and the
+--    retry policy applies. Otherwise (a real carrier) the call may be live at the carrier: an
+--    accepted attempt keeps its slot and its callbacks settle it; one the carrier never
+--    answered keeps its slot until a callback or its longest life. The history says which.
 --  * dial leases that lapsed (the worker died or hung mid-dial): the request may or may not
 --    have reached the carrier, so the slot stays held; the history says so.
 --  * live slots whose attempt outlived its longest possible life (ring timeout + max duration
---    + grace): the attempt is over for sure; it ends as `lost` and the retry policy applies.
+--    + grace): the attempt is over for sure, but its end was never reported. It ends as `lost`
+--    (the retry policy applies) only when nothing at all was heard of it; one the carrier
+--    accepted but never said was answered ends as `failed`, and one that was answered ends as
+--    `completed` (a person picked up: never call them back on a guess); both with the cause
+--    END_NOT_REPORTED.
 --  * finished/dead indexes and worker heartbeats older than their retention are trimmed.
 --  * campaigns made by their first call (no settings of their own) that have been completed
 --    for the retention are forgotten: their keys and their registry entry.
@@ -10,10 +21,13 @@
 -- KEYS[7] queue prefix (derived keys)  KEYS[8] workers  KEYS[9] dials-per-second
 -- KEYS[10] call key prefix  KEYS[11] campaign index  KEYS[12] control
 -- KEYS[13] campaign registry  KEYS[14] finished campaigns that may be forgotten
+-- KEYS[15] worker traits (winfo)
 -- ARGV[1] limit per kind  ARGV[2] worker id ('' none)  ARGV[3] worker ttl ms  ARGV[4] wake channel
 -- ARGV[5..14] settle policy (see parse_policy)  ARGV[15] leaving (0/1): the worker stops, so
---   its heartbeat is removed instead of renewed
--- Returns: {lapsed leases, lost attempts, next expiry ms (-1 none), now}
+--   its attempts are taken over and its heartbeat removed instead of renewed
+-- ARGV[16] the calling worker's calls end with its process (0/1)
+-- Returns: {lapsed leases, lost attempts, next expiry ms (-1 none), now, attempts of gone
+--   workers settled, attempts of gone workers left to their callbacks}
 local K = {live = KEYS[1], leases = KEYS[2], sched = KEYS[3], finished = KEYS[4], dead = KEYS[5],
   stats = KEYS[6], prefix = KEYS[7], index = KEYS[11], ctl = KEYS[12], channel = ARGV[4]}
 local workers, dps, prefix = KEYS[8], KEYS[9], KEYS[10]
@@ -40,10 +54,17 @@ local expired = redis.call('ZRANGEBYSCORE', K.live, '-inf', now, 'LIMIT', 0, lim
 for i, id in ipairs(expired) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'st', 'a', 'ph')
-  if f[1] and LIVE[f[1]] and tonumber(f[3] or '0') < 3 then
+  local phase = tonumber(f[3] or '0')
+  if f[1] and LIVE[f[1]] and phase < PHASE.ended then
     lost = lost + 1
     local rand = (P.rand + i * 0.6180339887) % 1
-    local result = settle(K, key, id, tonumber(f[2]), 'lost', {}, now, P, rand)
+    local outcome, facts = 'lost', {}
+    if phase >= PHASE.answered then
+      outcome, facts = 'completed', {hc = 'END_NOT_REPORTED'}
+    elseif phase >= PHASE.accepted then
+      outcome, facts = 'failed', {hc = 'END_NOT_REPORTED'}
+    end
+    local result = settle(K, key, id, tonumber(f[2]), outcome, facts, now, P, rand)
     if type(result) == 'table' then return result end
   else
     redis.call('ZREM', K.live, id)
@@ -70,12 +91,50 @@ if P.retention_ms > 0 then
     end
   end
 end
+-- Workers: what a gone worker had in flight is taken over now, not at its longest life.
+local winfo = KEYS[15]
+local orphans_settled, orphans_held = 0, 0
+local function take_over(w, ends_with_it, why)
+  local set = worker_calls_key(K.prefix, w)
+  for i, id in ipairs(redis.call('SPOP', set, limit)) do
+    local key = prefix .. id
+    local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'wk')
+    if f[1] and LIVE[f[1]] and f[4] == w then
+      local phase = tonumber(f[3] or '0')
+      if ends_with_it then
+        orphans_settled = orphans_settled + 1
+        push_history(key, now, f[1], why .. ': its calls ended with it', P.hist_limit)
+        local outcome = phase == 0 and 'lost' or 'failed'
+        local rand = (P.rand + i * 0.7548776662) % 1
+        local result = settle(K, key, id, tonumber(f[2]), outcome, {hc = 'WORKER_GONE'}, now, P,
+          rand)
+        if type(result) == 'table' then return result end
+      else
+        orphans_held = orphans_held + 1
+        push_history(key, now, f[1], why .. (phase == 0 and
+          ': the dial request may have reached the carrier, so the slot is held until a ' ..
+          'callback or the attempt\'s longest life' or ': the carrier\'s callbacks settle it'),
+          P.hist_limit)
+      end
+    end
+  end
+  if redis.call('SCARD', set) > 0 then return false end
+  redis.call('ZREM', workers, w)
+  redis.call('HDEL', winfo, w)
+  return true
+end
 if worker ~= '' and ARGV[15] == '1' then
-  redis.call('ZREM', workers, worker)
+  local err = take_over(worker, ARGV[16] == '1', 'worker ' .. worker .. ' stopped')
+  if type(err) == 'table' then return err end
 elseif worker ~= '' then
   redis.call('ZADD', workers, now, worker)
+  if ARGV[16] == '1' then redis.call('HSET', winfo, worker, 'e') end
 end
-redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - worker_ttl)
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now - worker_ttl, 'LIMIT', 0, 16)) do
+  local err = take_over(w, redis.call('HGET', winfo, w) == 'e',
+    'worker ' .. w .. ' stopped answering')
+  if type(err) == 'table' then return err end
+end
 -- Dials-per-second counters keep the last minute: the queue's, and those of the campaigns
 -- dialing now (a campaign's counters also expire when it stops dialing).
 local oldest = math.floor(now / 1000) - 60
@@ -92,10 +151,9 @@ for _, key in ipairs(counters) do
 end
 
 local next_expiry = -1
-for _, k in ipairs({K.leases, K.live}) do
+for _, k in ipairs({K.leases, K.live, workers}) do
   local head = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-  if head[2] and (next_expiry < 0 or tonumber(head[2]) < next_expiry) then
-    next_expiry = tonumber(head[2])
-  end
+  local at = head[2] and tonumber(head[2]) + (k == workers and worker_ttl or 0)
+  if at and (next_expiry < 0 or at < next_expiry) then next_expiry = at end
 end
-return {lapsed, lost, next_expiry, now}
+return {lapsed, lost, next_expiry, now, orphans_settled, orphans_held}

@@ -20,12 +20,13 @@ local now = now_ms()
 hooks_init(K.prefix, K.ctl)
 if ARGV[17] == '1' then throttle(K.ctl, now, P.backoff_ms) end
 
-local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q', 'cp', 'to')
+local f = redis.call('HMGET', key, 'st', 'a', 'ph', 'tk', 'cx', 'q', 'cp', 'to', 'wk')
 if not f[1] then return {'not_found', ''} end
 if f[4] ~= token then return {'token', f[1]} end
 if tonumber(f[2]) ~= n or tonumber(f[3] or '0') ~= 0 then return {'stale', f[1]} end
 local c = campaign(K.prefix, f[7] or '')
 free_line(K.prefix, f[8], id)
+disown(K.prefix, f[9], id)
 if ARGV[18] == '1' then
   if redis.call('ZREM', KEYS[11], token) == 1 and tonumber(ARGV[19]) > 0 then
     redis.call('HINCRBYFLOAT', K.ctl, 'tat', -tonumber(ARGV[19]))
