@@ -5,6 +5,7 @@ run from the ledger and the final engine state."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e_support import Proc, clean_env, free_port, until
+from e2e_support import Proc, clean_env, free_port
 
 from callqueue.config import Settings
 from callqueue.engine.connection import connect
@@ -23,6 +24,7 @@ from callqueue.engine.queue import CallQueue
 from callqueue.models import CallSpec
 from callqueue.testing import FakePlivo
 from callqueue.testing.chaos import (
+    RECOVERY_WINDOW_S,
     CarrierLedger,
     Fault,
     LedgerTail,
@@ -35,6 +37,7 @@ from callqueue.testing.chaos import (
     render_table,
     timeline,
 )
+from waiting import until
 
 FULL = os.environ.get("CHAOS_FULL", "") not in ("", "0")
 #: Where the results table and the explanations of failed runs go (the repository's root).
@@ -60,7 +63,7 @@ class Profile:
 
 SHORT = Profile(
     "short", calls=300, rate=80, cap=50, queue_workers=10, worker_ttl_s=3, kills=1,
-    proxy_rounds=0, proxy_gap_s=1.0, proxy_calls=200, steady_s=2.0, drain_timeout_s=60,
+    proxy_rounds=0, proxy_gap_s=1.0, proxy_calls=160, steady_s=2.0, drain_timeout_s=60,
     test_timeout_s=150,
 )  # fmt: skip
 LONG = Profile(
@@ -188,19 +191,38 @@ class ChaosRun:
             carrier_life_s=s.ring_timeout + s.default_max_duration,
         )
 
-    async def enqueue(self) -> None:
+    async def enqueue(self, count: int | None = None) -> None:
+        """Queues the run's calls, or ``count`` more (each to a person of its own)."""
+        if count is None:
+            ids = list(self.people)
+        else:
+            ids = [f"x{i}" for i in range(len(self.people), len(self.people) + count)]
         specs = [
             CallSpec(
                 call_id=call_id,
-                phone_number=number,
+                phone_number=number_of(int(call_id[1:])),
                 campaign_id="chaos",
                 config={"flow_name": "chaos"},
                 max_retries=MAX_RETRIES,
             )
-            for call_id, number in self.people.items()
+            for call_id in ids
         ]
         results = await self.queue.enqueue_many(specs)
         assert len(results) == len(specs)
+        self.people.update((spec.call_id, spec.phone_number) for spec in specs)
+
+    async def keep_busy(self) -> None:
+        """Queues a second's worth of calls more when fewer than RECOVERY_WINDOW_S of dialing
+        are left, so that a recovery can always be seen: a run that ran out of calls cannot
+        show its rate. (A fault may keep Redis away meanwhile: then the next look tops up.)"""
+        need = int(PROFILE.rate * RECOVERY_WINDOW_S)
+        if self.plivo is not None:
+            dialed = len({c.to for c in self.plivo.calls.values()})  # a number per call
+        else:
+            dialed = len({r["call"] for r in self.tail.records if r["ev"] == "dial"})
+        if len(self.people) - dialed < need:
+            with contextlib.suppress(Exception):
+                await self.enqueue(PROFILE.rate)
 
     # -- watching -------------------------------------------------------------------------------
     def dial_times(self) -> list[float]:
@@ -232,19 +254,23 @@ class ChaosRun:
         rate = self.baseline
         give_up = fault.t + recovery_target(fault, self.worker_ttl_s) + 1.0
 
-        def back() -> bool:
+        async def back() -> bool:
             took = recovery_after(self.dial_times(), fault.t, rate)
-            return took is not None or time.time() > give_up
+            if took is not None or time.time() > give_up:
+                return True
+            await self.keep_busy()
+            return False
 
-        await until(_async(back), give_up - time.time() + 5, f"{self.scenario}: recovery")
+        await until(back, give_up - time.time() + 5, f"{self.scenario}: recovery")
 
     async def next_fault(self, index: int, also: Callable[[], bool] | None = None) -> None:
         """Waits for the moment of fault ``index``: the first once dialing is steady, the
         next ones once the previous one has recovered; and ``also``."""
         if index == 0:
             await self.steady(also)
-            return
-        await self.recovered()
+        else:
+            await self.recovered()
+        await self.keep_busy()
         if also is not None:
             await until(_async(also), PROFILE.drain_timeout_s, f"{self.scenario}: fault {index}")
 
@@ -287,6 +313,7 @@ class ChaosRun:
         reports: list[RunReport],
         api: str | None = None,
         logs: Sequence[Proc] = (),
+        slack_s: float = 0.0,
     ) -> RunReport:
         """Judges the run, adds its row to the session's table, writes what explains a
         failure to ``.chaos/<scenario>.txt`` and fails the test if any promise broke."""
@@ -300,7 +327,7 @@ class ChaosRun:
         not_terminal = [c for c in self.people if c not in found or not found[c].status.is_terminal]
         report = judge(
             f"{self.scenario} ({PROFILE.name})",
-            ledger, self.people, self.faults, self.limits(), not_terminal,
+            ledger, self.people, self.faults, self.limits(), not_terminal, slack_s,
         )  # fmt: skip
         report.seconds = round(time.monotonic() - self.started, 1)
         await self.client.aclose()
@@ -360,6 +387,32 @@ class ChaosRun:
         path = CHAOS_DIR / f"{slug}-{PROFILE.name}.txt"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+class LoopLag:
+    """Measures how late this process's event loop runs its callbacks (the largest delay
+    while it is open): a fake carrier in this loop stamps a request that late at most."""
+
+    def __init__(self, tick_s: float = 0.005) -> None:
+        self.tick_s = tick_s
+        self.max_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(self.tick_s)
+            self.max_s = max(self.max_s, time.monotonic() - started - self.tick_s)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pytest
 from chaos_support import (
     PROFILE,
     ChaosRun,
+    LoopLag,
     base_url,
     service_env,
     start_service,
@@ -37,7 +38,7 @@ from starlette.routing import Route
 from callqueue.embedded import EmbeddedServer
 from callqueue.testing import FakePlivo, Scenario, serve_asgi
 from callqueue.testing.chaos import Fault, RunReport
-from callqueue.testing.faultproxy import FaultProxy
+from callqueue.testing.faultproxy import FaultProxyProcess
 from callqueue.testing.replica_cluster import ReplicaCluster
 
 pytestmark = pytest.mark.chaos
@@ -170,11 +171,11 @@ async def test_cluster_master_failover(
 
 AUTH_ID, TOKEN = "MACHAOS0000000000001", "chaos-plivo-token"
 #: No worker dies here, so an attempt's longest life only bounds a dial request cut before it
-#: reached the carrier: 2 + 2 + 3 + 1 s.
+#: reached the carrier: 2 + 1 + 2 + 1 s (the fake's calls ring up to 0.2 s, talk up to 1.2 s).
 PROXY_LIMITS = {
     "DIAL_LEASE_SECONDS": "2",
-    "RING_TIMEOUT": "2",
-    "DEFAULT_MAX_DURATION": "3",
+    "RING_TIMEOUT": "1",
+    "DEFAULT_MAX_DURATION": "2",
     "CALL_GRACE_SECONDS": "1",
 }
 
@@ -218,12 +219,12 @@ async def test_fault_proxy_between_service_redis_and_plivo(
     tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
 ) -> None:
     """``callqueue up`` with CARRIER=plivo reaches Redis and the fake Plivo through fault
-    proxies: latency, connections dropped (FIN) and reset (RST), on each path in turn."""
+    proxies (processes of their own): latency, connections dropped (FIN) and reset (RST)."""
     with EmbeddedServer(tmp_path / "redis") as server:
         async with (
-            FaultProxy("127.0.0.1", server.port) as redis_proxy,
+            FaultProxyProcess("127.0.0.1", server.port) as redis_proxy,
             FakePlivo(AUTH_ID, TOKEN, scenario=plivo_calls()) as plivo,
-            FaultProxy("127.0.0.1", int(plivo.url.rsplit(":", 1)[1])) as plivo_proxy,
+            FaultProxyProcess("127.0.0.1", int(plivo.url.rsplit(":", 1)[1])) as plivo_proxy,
             serve_asgi(voice_bot()) as bot,
         ):
             env = service_env(
@@ -234,38 +235,54 @@ async def test_fault_proxy_between_service_redis_and_plivo(
                 **PROXY_LIMITS,
             )  # fmt: skip
             env["PUBLIC_URL"] = base_url(env)
-            plivo_proxy.set_latency(0.02)
+            await plivo_proxy.set_latency(0.02)
             run = ChaosRun(
                 "fault proxy", tmp_path, unique_name, env, plivo, calls=PROFILE.proxy_calls
             )
             up = await start_service("up", env, tmp_path / "up", "up")
             try:
                 await run.enqueue()
-                await run.steady()
-                await run_schedule(run, proxy_schedule(redis_proxy, plivo_proxy))
-                await run.finished()
-                await run.judge(chaos_reports, api=base_url(env), logs=[up])
+                async with LoopLag() as lag:  # while the fake takes dial requests
+                    await run.steady()
+                    await run_schedule(run, proxy_schedule(redis_proxy, plivo_proxy))
+                    await run.finished()
+                # The fake stamps a request when this loop gets to it: as late as its lag.
+                await run.judge(chaos_reports, api=base_url(env), logs=[up], slack_s=lag.max_s)
                 stop_service(up)
             finally:
                 up.kill()
 
 
-def proxy_schedule(redis: FaultProxy, carrier: FaultProxy) -> list[tuple[str, Step]]:
-    """The fault proxy's faults in order. The carrier path keeps its latency constant: a
+@dataclass(frozen=True)
+class Step:
+    act: Callable[[], Awaitable[object]]
+    measured: bool = True  # a recovery target applies
+
+
+def proxy_schedule(redis: FaultProxyProcess, carrier: FaultProxyProcess) -> list[tuple[str, Step]]:
+    """The fault proxies' faults in order. The carrier path keeps its latency constant: a
     latency that drops would bunch requests sent a second apart into less than a second at
-    the carrier, which no dialer can prevent. Short form: each path dropped and reset at the
-    same moment; full form: each path in turn, ``proxy_rounds`` times."""
+    the carrier, which no dialer can prevent. Short form: the two paths fail at the same
+    moments, the carrier's first (a dial request cut before it reached the carrier holds its
+    slot for its longest life, which then runs out while the rest goes on); full form: each
+    path in turn, ``proxy_rounds`` times."""
+
+    def both(carrier_fault: str, redis_fault: str) -> Step:
+        async def act() -> None:
+            await asyncio.gather(getattr(carrier, carrier_fault)(), getattr(redis, redis_fault)())
+
+        return Step(act)
+
     latency = [
         ("redis +5ms", Step(lambda: redis.set_latency(0.005), measured=False)),
         ("redis 0ms", Step(lambda: redis.set_latency(0.0), measured=False)),
     ]
     if PROFILE.proxy_rounds == 0:
-
-        def both(kind: str) -> Step:
-            return Step(lambda: (getattr(carrier, kind)(), getattr(redis, kind)()))
-
-        return [("plivo+redis drop", both("drop_all")), *latency,
-                ("plivo+redis reset", both("reset_all"))]  # fmt: skip
+        return [
+            ("plivo reset+redis drop", both("reset_all", "drop_all")),
+            ("plivo drop+redis reset", both("drop_all", "reset_all")),
+            *latency,
+        ]
     one_round = [
         ("plivo drop", Step(carrier.drop_all)),
         ("plivo reset", Step(carrier.reset_all)),
@@ -276,18 +293,13 @@ def proxy_schedule(redis: FaultProxy, carrier: FaultProxy) -> list[tuple[str, St
     return one_round * PROFILE.proxy_rounds
 
 
-@dataclass(frozen=True)
-class Step:
-    act: Callable[[], object]
-    measured: bool = True  # a recovery target applies
-
-
 async def run_schedule(run: ChaosRun, steps: list[tuple[str, Step]]) -> None:
     """Injects each fault once dialing is back at the full rate after the previous one (a
     latency stays on ``proxy_gap_s``: a deliberate part of the fault)."""
     for name, step in steps:
+        await run.keep_busy()
         at = time.time()
-        step.act()
+        await step.act()
         run.fault(Fault(name, at, recovery=step.measured))
         if step.measured:
             await run.recovered()

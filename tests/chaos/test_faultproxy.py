@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callqueue.testing.faultproxy import FaultProxy
+from callqueue.testing.faultproxy import FaultProxy, FaultProxyProcess
 
 
 @pytest.fixture
@@ -74,3 +74,18 @@ async def test_refusing_resets_new_connections_until_switched_off(echo_port: int
         writer.close()
         proxy.refuse(False)
         assert (await round_trip(proxy.port))[0] == b"ping"
+
+
+async def test_the_proxy_in_its_own_process_takes_the_same_commands(echo_port: int) -> None:
+    async with FaultProxyProcess("127.0.0.1", echo_port) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"z")
+        assert await reader.readexactly(1) == b"z"
+        fault = await proxy.reset_all()
+        assert (fault.kind, fault.connections) == ("reset", 1)
+        with pytest.raises(ConnectionResetError):
+            await reader.read(10)
+        writer.close()
+        await proxy.set_latency(0.05)
+        assert (await round_trip(proxy.port))[1] >= 0.1
+        assert [f.kind for f in proxy.faults] == ["reset", "latency"]

@@ -110,3 +110,23 @@ def test_calls_left_unfinished_fail_the_run() -> None:
     report = judge("stuck", CarrierLedger(dials, ends_of(dials)), people_of(dials), [], LIMITS,
                    not_terminal=["a"])  # fmt: skip
     assert not report.passed and report.not_terminal == 1
+
+
+def test_dials_granted_before_a_fault_do_not_hide_the_dip_after_it() -> None:
+    full = steady(4.8)  # the fault is at 4 s; what was granted before still goes out
+    dip = [Dial(f"d{i}", 1, 4.8 + i * 0.5, "p1") for i in range(4)]  # 2 a second
+    back = [Dial(f"b{i}", 1, 7.0 + i * 0.1001, "p1") for i in range(30)]
+    dials = [*full, *dip, *back]
+    fault = Fault("kill -9", 4.0, kills="p2")
+    report = judge("dip", CarrierLedger(dials, ends_of(dials)), people_of(dials), [fault], LIMITS)
+    assert report.recovery_s is not None and 2.9 <= report.recovery_s <= 3.1, report.recovery_s
+
+
+def test_a_lagging_carrier_clock_shortens_the_rate_window() -> None:
+    # Dials 105 ms apart: 10 in a second; in windows 60 ms shorter, 9.
+    dials = [Dial(f"s{i}", 1, i * 0.105, "plivo") for i in range(11)]
+    ledger, people = CarrierLedger(dials, ends_of(dials)), people_of(dials)
+    assert judge("exact", ledger, people, [], LIMITS).max_dials_per_s == 10
+    report = judge("lagging", ledger, people, [], LIMITS, slack_s=0.06)
+    assert report.max_dials_per_s == 9 and report.passed
+    assert "windows of 0.940 s" in render_table([report])

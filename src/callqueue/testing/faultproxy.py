@@ -5,29 +5,37 @@ carrier's API), for chaos tests.
 
     async with FaultProxy("127.0.0.1", redis_port) as proxy:
         ...                            # point the service at proxy.port instead
-        proxy.latency_s = 0.005        # every chunk, both ways, 5 ms late (order is kept)
+        proxy.set_latency(0.005)       # every chunk, both ways, 5 ms late (order is kept)
         proxy.drop_all()               # close every connection (FIN both ways)
         proxy.reset_all()              # abort every connection (RST: SO_LINGER 0)
-        proxy.refusing = True          # new connections are reset as soon as they arrive
+        proxy.refuse(True)             # new connections are reset as soon as they arrive
         proxy.faults                   # what was injected, when (wall clock) and to how many
 
-It runs in the caller's event loop. toxiproxy does this as a separate Go binary; this is the
-part of it the chaos tests need, with a schedule the test drives step by step.
+:class:`FaultProxy` runs in the caller's event loop. :class:`FaultProxyProcess` runs the same
+proxy in a process of its own (``python -m callqueue.testing.faultproxy HOST:PORT``, driven
+by one command a line on its standard input), as toxiproxy runs beside a test: the traffic it
+carries then takes nothing from the test's own loop, whose timing a chaos test measures.
+toxiproxy itself is a Go binary; this is the part of it the chaos tests need, with a schedule
+the test drives step by step.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import socket
 import struct
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-__all__ = ["FaultProxy", "InjectedFault"]
+import orjson
+
+__all__ = ["FaultProxy", "FaultProxyProcess", "InjectedFault"]
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +240,117 @@ class FaultProxy:
             await pipe.wait()
         finally:
             self._pipes.discard(pipe)
+
+
+# -- in a process of its own --------------------------------------------------------------------
+
+
+class FaultProxyProcess:
+    """:class:`FaultProxy` in a child process; the same faults, as coroutines."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.faults: list[InjectedFault] = []
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Self:
+        host, port = self.upstream
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", __name__, f"{host}:{port}",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        line = await self._line()
+        self.port = int(line.removeprefix("listening "))
+        return self
+
+    async def _line(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        raw = await asyncio.wait_for(self._proc.stdout.readline(), 30)
+        if not raw:
+            raise RuntimeError(f"the fault proxy exited (code {await self._proc.wait()})")
+        return raw.decode().strip()
+
+    async def _command(self, line: str) -> InjectedFault:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(line.encode() + b"\n")
+        await self._proc.stdin.drain()
+        fault = InjectedFault(**orjson.loads(await self._line()))
+        self.faults.append(fault)
+        return fault
+
+    async def set_latency(self, seconds: float) -> InjectedFault:
+        return await self._command(f"latency {seconds}")
+
+    async def drop_all(self) -> InjectedFault:
+        return await self._command("drop")
+
+    async def reset_all(self) -> InjectedFault:
+        return await self._command("reset")
+
+    async def refuse(self, on: bool) -> InjectedFault:
+        return await self._command(f"refuse {'on' if on else 'off'}")
+
+    async def aclose(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # end of input: the proxy stops
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _serve_commands(upstream: tuple[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    async with FaultProxy(*upstream) as proxy:
+        print(f"listening {proxy.port}", flush=True)
+        while line := (await stdin.readline()).decode().split():
+            verb, args = line[0], line[1:]
+            if verb == "latency":
+                proxy.set_latency(float(args[0]))
+            elif verb == "drop":
+                proxy.drop_all()
+            elif verb == "reset":
+                proxy.reset_all()
+            elif verb == "refuse":
+                proxy.refuse(args[0] == "on")
+            else:
+                raise SystemExit(f"unknown command {verb!r}")
+            print(orjson.dumps(asdict(proxy.faults[-1])).decode(), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m callqueue.testing.faultproxy HOST:PORT``: prints ``listening PORT``, then
+    reads commands (``latency SECONDS``, ``drop``, ``reset``, ``refuse on|off``) and answers
+    each with the fault it injected, as one JSON line; stops at the end of its input."""
+    parser = argparse.ArgumentParser(prog="python -m callqueue.testing.faultproxy")
+    parser.add_argument("upstream", help="HOST:PORT to forward to")
+    host, _, port = parser.parse_args(argv).upstream.rpartition(":")
+    runner: Any = asyncio.run
+    with contextlib.suppress(ImportError):  # uvloop is a dependency where it exists
+        import uvloop
+
+        runner = uvloop.run
+    runner(_serve_commands((host, int(port))))
+
+
+if __name__ == "__main__":
+    main()
