@@ -5,7 +5,6 @@ run from the ledger and the final engine state."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -22,7 +21,6 @@ from callqueue.engine.connection import connect
 from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallSpec
-from callqueue.testing import FakePlivo
 from callqueue.testing.chaos import (
     RECOVERY_WINDOW_S,
     CarrierLedger,
@@ -151,15 +149,14 @@ def stop_service(proc: Proc) -> None:
 
 
 class ChaosRun:
-    """One scenario's run: the queue, its calls, the ledger, the faults."""
+    """One scenario's run: the queue, its calls, the ledger, the faults, the processes (all
+    killed when the run's ``async with`` ends)."""
 
     def __init__(
         self,
         scenario: str,
         tmp: Path,
-        queue: str,
         env: dict[str, str],
-        plivo: FakePlivo | None = None,
         calls: int = PROFILE.calls,
     ) -> None:
         self.scenario = scenario
@@ -171,11 +168,36 @@ class ChaosRun:
         self.faults: list[Fault] = []
         self.people = {f"x{i}": number_of(i) for i in range(calls)}
         self.client = connect(env["REDIS_URL"], cluster=self.settings.redis_cluster or None)
-        self.queue = CallQueue(self.client, queue, self.settings.queue_options())
+        self.queue = CallQueue(self.client, env["QUEUE_NAME"], self.settings.queue_options())
         self.started = time.monotonic()
         self.baseline: float | None = None  # dials/s before the first fault
-        self.plivo = plivo
-        self.plivo_shift = time.time() - time.monotonic()  # the fake's clock is monotonic
+        self.procs: list[Proc] = []
+
+    async def __aenter__(self) -> ChaosRun:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+    async def start(self, command: str, name: str, home: str | None = None) -> Proc:
+        """Starts ``callqueue <command>`` in ``tmp/<home or name>`` (see start_service)."""
+        proc = await start_service(command, self.env, self.tmp / (home or name), name)
+        self.procs.append(proc)
+        return proc
+
+    async def conclude(
+        self, reports: list[RunReport], alive: Sequence[Proc], api: bool = False
+    ) -> RunReport:
+        """Waits until every call is terminal, judges the run (with ``api``: reading calls
+        through the API of the ``up`` process), then stops ``alive``, which must exit 0."""
+        await self.finished()
+        report = await self.judge(reports, base_url(self.env) if api else None)
+        for proc in alive:
+            stop_service(proc)
+        return report
 
     @property
     def worker_ttl_s(self) -> float:
@@ -216,10 +238,7 @@ class ChaosRun:
         are left, so that a recovery can always be seen: a run that ran out of calls cannot
         show its rate. (A fault may keep Redis away meanwhile: then the next look tops up.)"""
         need = int(PROFILE.rate * RECOVERY_WINDOW_S)
-        if self.plivo is not None:
-            dialed = len({c.to for c in self.plivo.calls.values()})  # a number per call
-        else:
-            dialed = len({r["call"] for r in self.tail.records if r["ev"] == "dial"})
+        dialed = len({r["call"] for r in self.tail.records if r["ev"] == "dial"})
         if len(self.people) - dialed < need:
             with contextlib.suppress(Exception):
                 await self.enqueue(PROFILE.rate)
@@ -227,8 +246,6 @@ class ChaosRun:
     # -- watching -------------------------------------------------------------------------------
     def dial_times(self) -> list[float]:
         """Every dial so far (wall clock, in order), from the carrier's side."""
-        if self.plivo is not None:
-            return sorted(c.created_at + self.plivo_shift for c in self.plivo.calls.values())
         self.tail.poll()
         return sorted(r["t"] for r in self.tail.records if r["ev"] == "dial")
 
@@ -274,9 +291,11 @@ class ChaosRun:
         if also is not None:
             await until(_async(also), PROFILE.drain_timeout_s, f"{self.scenario}: fault {index}")
 
-    def live_in(self, source: int) -> Callable[[], bool]:
-        """True while process ``source`` has at least 3 simulated calls live."""
-        return lambda: self.tail.live(source) >= 3
+    def live_in(self, source: Proc, also_dialing: Proc | None = None) -> Callable[[], bool]:
+        """True while ``source`` has at least 3 simulated calls live (and ``also_dialing``
+        has dialed)."""
+        pid, other = source.popen.pid, also_dialing.popen.pid if also_dialing else None
+        return lambda: self.tail.live(pid) >= 3 and (other is None or self.tail.dials(other) > 0)
 
     def fault(self, fault: Fault) -> None:
         self.faults.append(fault)
@@ -299,8 +318,6 @@ class ChaosRun:
         killed = {int(f.kills) for f in self.faults if f.kills is not None}
 
         def quiet() -> bool:
-            if self.plivo is not None:
-                return self.plivo.live == 0
             self.tail.poll()
             return all(self.tail.live(pid) == 0 for pid in self.tail.sources() - killed)
 
@@ -312,27 +329,21 @@ class ChaosRun:
         self,
         reports: list[RunReport],
         api: str | None = None,
-        logs: Sequence[Proc] = (),
-        slack_s: float = 0.0,
     ) -> RunReport:
         """Judges the run, adds its row to the session's table, writes what explains a
         failure to ``.chaos/<scenario>.txt`` and fails the test if any promise broke."""
         await self._quiet()
-        if self.plivo is not None:
-            ledger = CarrierLedger.from_fake_plivo(self.plivo)
-        else:
-            ledger = CarrierLedger.from_simulator(self.ledger_path)
+        ledger = CarrierLedger.from_file(self.ledger_path)
         records = await self.queue.records(list(self.people))
         found = {r.call_id: r for r in records}
         not_terminal = [c for c in self.people if c not in found or not found[c].status.is_terminal]
         report = judge(
             f"{self.scenario} ({PROFILE.name})",
-            ledger, self.people, self.faults, self.limits(), not_terminal, slack_s,
+            ledger, self.people, self.faults, self.limits(), not_terminal,
         )  # fmt: skip
         report.seconds = round(time.monotonic() - self.started, 1)
-        await self.client.aclose()
         reports.append(report)
-        where = await self._explain(report, ledger, found, api, logs)
+        where = await self._explain(report, ledger, found, api, self.procs)
         if not report.passed:
             raise AssertionError(f"{render_table([report])}\n(details in {where})")
         return report
@@ -387,32 +398,6 @@ class ChaosRun:
         path = CHAOS_DIR / f"{slug}-{PROFILE.name}.txt"
         path.write_text("\n".join(lines) + "\n")
         return path
-
-
-class LoopLag:
-    """Measures how late this process's event loop runs its callbacks (the largest delay
-    while it is open): a fake carrier in this loop stamps a request that late at most."""
-
-    def __init__(self, tick_s: float = 0.005) -> None:
-        self.tick_s = tick_s
-        self.max_s = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _watch(self) -> None:
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(self.tick_s)
-            self.max_s = max(self.max_s, time.monotonic() - started - self.tick_s)
-
-    async def __aenter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._watch())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:

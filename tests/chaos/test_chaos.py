@@ -12,32 +12,27 @@ form (5,000 calls, more faults)."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chaos_support import (
     PROFILE,
     ChaosRun,
-    LoopLag,
     base_url,
     service_env,
-    start_service,
-    stop_service,
 )
-from e2e_support import Proc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from callqueue.embedded import EmbeddedServer
-from callqueue.testing import FakePlivo, Scenario, serve_asgi
+from callqueue.testing import serve_asgi
 from callqueue.testing.chaos import Fault, RunReport
+from callqueue.testing.fake_plivo_process import FakePlivoProcess
 from callqueue.testing.faultproxy import FaultProxyProcess
 from callqueue.testing.replica_cluster import ReplicaCluster
 
@@ -50,28 +45,21 @@ REDIS_DOWN_S = 3.0
 async def test_kill_up_mid_run(
     tmp_path: Path, unique_name: str, chaos_reports: list[RunReport]
 ) -> None:
-    """``kill -9`` of ``callqueue up`` while it has calls live; a supervisor starts it again."""
+    """``kill -9`` of ``callqueue up`` while it has calls live; a supervisor starts it again
+    (in the same directory: what it left there is its to read)."""
     with EmbeddedServer(tmp_path / "redis") as server:
         env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
-        run = ChaosRun("kill -9 up", tmp_path, unique_name, env)
-        home = tmp_path / "up"
-        procs = [await start_service("up", env, home, "up-1")]
-        try:
+        async with ChaosRun("kill -9 up", tmp_path, env) as run:
+            up = await run.start("up", "up-1", home="up")
             await run.enqueue()
             for i in range(PROFILE.kills):
-                victim = procs[-1]
-                await run.next_fault(i, run.live_in(victim.popen.pid))
-                killed_at = time.time()
+                await run.next_fault(i, run.live_in(up))
+                victim, killed_at = up, time.time()
                 victim.kill()
-                procs.append(await start_service("up", env, home, f"up-{i + 2}"))
+                up = await run.start("up", f"up-{i + 2}", home="up")
                 back = time.time() - killed_at
                 run.fault(Fault("kill -9 up", killed_at, str(victim.popen.pid), back))
-            await run.finished()
-            await run.judge(chaos_reports, api=base_url(env), logs=procs)
-            stop_service(procs[-1])
-        finally:
-            for proc in procs:
-                proc.kill()
+            await run.conclude(chaos_reports, [up], api=True)
 
 
 async def test_kill_one_worker_of_two(
@@ -81,31 +69,17 @@ async def test_kill_one_worker_of_two(
     live; a supervisor starts it again."""
     with EmbeddedServer(tmp_path / "redis") as server:
         env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
-        run = ChaosRun("kill -9 worker", tmp_path, unique_name, env)
-        procs = [await start_service("worker", env, tmp_path / f"w{i}", f"w{i}") for i in (1, 2)]
-        try:
+        async with ChaosRun("kill -9 worker", tmp_path, env) as run:
+            workers = [await run.start("worker", f"w{i}") for i in (1, 2)]
             await run.enqueue()
             for i in range(PROFILE.kills):
-                victim, other = procs[-2], procs[-1]
-
-                def both_busy(victim: Proc = victim, other: Proc = other) -> bool:
-                    pid = victim.popen.pid
-                    return run.tail.dials(other.popen.pid) > 0 and run.live_in(pid)()
-
-                await run.next_fault(i, both_busy)
+                victim, other = workers  # the older one dies
+                await run.next_fault(i, run.live_in(victim, also_dialing=other))
                 killed_at = time.time()
                 victim.kill()
                 run.fault(Fault("kill -9 worker", killed_at, str(victim.popen.pid)))
-                name = f"w{i + 3}"
-                procs.append(await start_service("worker", env, tmp_path / name, name))
-                procs[-2], procs[-1] = procs[-1], procs[-2]  # the next victim: the older one
-            await run.finished()
-            await run.judge(chaos_reports, logs=procs)
-            for proc in procs[-2:]:
-                stop_service(proc)
-        finally:
-            for proc in procs:
-                proc.kill()
+                workers = [other, await run.start("worker", f"w{i + 3}")]
+            await run.conclude(chaos_reports, workers)
 
 
 async def test_kill_redis_mid_run(
@@ -114,9 +88,8 @@ async def test_kill_redis_mid_run(
     """``kill -9`` of Redis (append-only file on) under ``callqueue up``, restarted 3 s later."""
     with EmbeddedServer(tmp_path / "redis", appendonly=True) as server:
         env = service_env(server.url, unique_name, tmp_path / "ledger.jsonl")
-        run = ChaosRun("kill -9 redis", tmp_path, unique_name, env)
-        up = await start_service("up", env, tmp_path / "up", "up")
-        try:
+        async with ChaosRun("kill -9 redis", tmp_path, env) as run:
+            up = await run.start("up", "up")
             await run.enqueue()
             for i in range(PROFILE.kills):
                 await run.next_fault(i)
@@ -125,11 +98,7 @@ async def test_kill_redis_mid_run(
                 await asyncio.sleep(REDIS_DOWN_S)  # the fault itself: Redis stays down
                 await asyncio.to_thread(server.start)
                 run.fault(Fault("kill -9 redis", killed_at, outage_s=time.time() - killed_at))
-            await run.finished()
-            await run.judge(chaos_reports, api=base_url(env), logs=[up])
-            stop_service(up)
-        finally:
-            up.kill()
+            await run.conclude(chaos_reports, [up], api=True)
 
 
 @pytest.mark.cluster
@@ -146,9 +115,8 @@ async def test_cluster_master_failover(
         first, spare = cluster.master_of(key), cluster.replicas_of(cluster.master_of(key))
         entry = next(n for n in cluster.nodes if n is not first and n not in spare)
         env = service_env(entry.url, unique_name, tmp_path / "ledger.jsonl", REDIS_CLUSTER="1")
-        run = ChaosRun("cluster failover", tmp_path, unique_name, env)
-        up = await start_service("up", env, tmp_path / "up", "up")
-        try:
+        async with ChaosRun("cluster failover", tmp_path, env) as run:
+            up = await run.start("up", "up")
             await run.enqueue()
             for i in range(PROFILE.kills):
                 await run.next_fault(i)
@@ -158,11 +126,7 @@ async def test_cluster_master_failover(
                 await asyncio.to_thread(cluster.wait_failover, victim)
                 run.fault(Fault("master killed", killed_at, outage_s=time.time() - killed_at))
                 await asyncio.to_thread(cluster.rejoin, victim)
-            await run.finished()
-            await run.judge(chaos_reports, api=base_url(env), logs=[up])
-            stop_service(up)
-        finally:
-            up.kill()
+            await run.conclude(chaos_reports, [up], api=True)
     finally:
         await asyncio.to_thread(cluster.stop)
 
@@ -178,24 +142,6 @@ PROXY_LIMITS = {
     "DEFAULT_MAX_DURATION": "2",
     "CALL_GRACE_SECONDS": "1",
 }
-
-
-def plivo_calls(seed: int = 11) -> Callable[[dict[str, Any]], Scenario]:
-    """The fake Plivo's mix, like the simulator's: 65% answered, the rest busy, unanswered
-    or failed."""
-    rng = random.Random(seed)
-
-    def choose(_body: dict[str, Any]) -> Scenario:
-        roll, ring = rng.random(), rng.uniform(0.05, 0.2)
-        if roll < 0.15:
-            return Scenario(outcome="busy", ring_s=ring)
-        if roll < 0.30:
-            return Scenario(outcome="no_answer", ring_s=ring)
-        if roll < 0.35:
-            return Scenario(outcome="failed", ring_s=ring)
-        return Scenario(outcome="answered", ring_s=ring, talk_s=rng.uniform(0.4, 1.2))
-
-    return choose
 
 
 def voice_bot() -> Starlette:
@@ -220,15 +166,16 @@ async def test_fault_proxy_between_service_redis_and_plivo(
 ) -> None:
     """``callqueue up`` with CARRIER=plivo reaches Redis and the fake Plivo through fault
     proxies (processes of their own): latency, connections dropped (FIN) and reset (RST)."""
+    ledger = tmp_path / "ledger.jsonl"
     with EmbeddedServer(tmp_path / "redis") as server:
         async with (
             FaultProxyProcess("127.0.0.1", server.port) as redis_proxy,
-            FakePlivo(AUTH_ID, TOKEN, scenario=plivo_calls()) as plivo,
-            FaultProxyProcess("127.0.0.1", int(plivo.url.rsplit(":", 1)[1])) as plivo_proxy,
+            FakePlivoProcess(ledger, AUTH_ID, TOKEN) as plivo,
+            FaultProxyProcess("127.0.0.1", plivo.port) as plivo_proxy,
             serve_asgi(voice_bot()) as bot,
         ):
             env = service_env(
-                f"redis://127.0.0.1:{redis_proxy.port}", unique_name, tmp_path / "ledger.jsonl",
+                f"redis://127.0.0.1:{redis_proxy.port}", unique_name, ledger,
                 CARRIER="plivo", PLIVO_AUTH_ID=AUTH_ID, PLIVO_AUTH_TOKEN=TOKEN,
                 PLIVO_NUMBER="+14155550100", PLIVO_API_URL=f"http://127.0.0.1:{plivo_proxy.port}",
                 AGENT_SERVER_URL=bot, AGENT_CHECK="off", QUEUE_WORKERS=str(PROFILE.cap),
@@ -236,21 +183,12 @@ async def test_fault_proxy_between_service_redis_and_plivo(
             )  # fmt: skip
             env["PUBLIC_URL"] = base_url(env)
             await plivo_proxy.set_latency(0.02)
-            run = ChaosRun(
-                "fault proxy", tmp_path, unique_name, env, plivo, calls=PROFILE.proxy_calls
-            )
-            up = await start_service("up", env, tmp_path / "up", "up")
-            try:
+            async with ChaosRun("fault proxy", tmp_path, env, PROFILE.proxy_calls) as run:
+                up = await run.start("up", "up")
                 await run.enqueue()
-                async with LoopLag() as lag:  # while the fake takes dial requests
-                    await run.steady()
-                    await run_schedule(run, proxy_schedule(redis_proxy, plivo_proxy))
-                    await run.finished()
-                # The fake stamps a request when this loop gets to it: as late as its lag.
-                await run.judge(chaos_reports, api=base_url(env), logs=[up], slack_s=lag.max_s)
-                stop_service(up)
-            finally:
-                up.kill()
+                await run.steady()
+                await run_schedule(run, proxy_schedule(redis_proxy, plivo_proxy))
+                await run.conclude(chaos_reports, [up], api=True)
 
 
 @dataclass(frozen=True)

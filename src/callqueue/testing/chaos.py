@@ -1,5 +1,5 @@
 """What a chaos run proves, read from the carrier's side: a ledger of every dial and every end
-(the simulator's ``SIM_LEDGER`` file, or the fake Plivo's records) and the faults injected.
+(the simulator's ``SIM_LEDGER`` file, or the fake Plivo process's) and the faults injected.
 
 :func:`judge` checks the promises the queue makes under fire:
 
@@ -20,19 +20,14 @@ import itertools
 import json
 import os
 import statistics
-import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 import orjson
-
-if TYPE_CHECKING:
-    from callqueue.testing.fake_plivo import FakePlivo
 
 __all__ = [
     "DONE_OUTCOMES",
@@ -106,16 +101,19 @@ class Limits:
 class CarrierLedger:
     """Every dial, and the end of every attempt that ended, as the carrier saw them."""
 
-    def __init__(self, dials: Iterable[Dial], ends: Iterable[End]) -> None:
+    def __init__(self, dials: Iterable[Dial], ends: Iterable[End], slack_s: float = 0.0) -> None:
         self.dials = sorted(dials, key=lambda d: d.t)
+        # How late a time in it may be (a carrier that stamps a request when it gets to it).
+        self.slack_s = slack_s
         self.ends: dict[Attempt, End] = {}
         for end in ends:
             self.ends.setdefault((end.call, end.attempt), end)
 
     @classmethod
-    def from_simulator(cls, path: str | os.PathLike[str]) -> CarrierLedger:
-        """The simulator's ledger file (``SIM_LEDGER``), shared by every process."""
-        dials, ends = [], []
+    def from_file(cls, path: str | os.PathLike[str]) -> CarrierLedger:
+        """A ledger file: the simulator's (``SIM_LEDGER``, shared by every process) or the
+        fake Plivo process's, whose ``lag`` lines say how late its stamps may be."""
+        dials, ends, lag = [], [], 0.0
         with open(path, "rb") as fh:
             for line in fh:
                 if not line.strip():
@@ -125,27 +123,9 @@ class CarrierLedger:
                     dials.append(Dial(r["call"], int(r["attempt"]), r["t"], str(r["pid"])))
                 elif r["ev"] == "end":
                     ends.append(End(r["call"], int(r["attempt"]), r["t"], r["outcome"]))
-        return cls(dials, ends)
-
-    @classmethod
-    def from_fake_plivo(cls, plivo: FakePlivo) -> CarrierLedger:
-        """Each call the fake Plivo accepted is a dial (its answer URL names the call and the
-        attempt); its final CallStatus is the end. The fake's clock is monotonic: shifted to
-        the wall clock here."""
-        shift = time.time() - time.monotonic()
-        statuses = {"busy": "busy", "no-answer": "no_answer", "cancel": "cancelled"}
-        dials, ends = [], []
-        for call in plivo.calls.values():
-            query = parse_qs(urlsplit(str(call.body.get("answer_url", ""))).query)
-            call_id, attempt = query["call_id"][0], int(query["attempt"][0])
-            dials.append(Dial(call_id, attempt, call.created_at + shift, "plivo"))
-            if call.ended and call.ended_at is not None:
-                if call.call_status == "completed":
-                    outcome = "machine" if call.machine else "completed"
-                else:
-                    outcome = statuses.get(call.call_status or "", "failed")
-                ends.append(End(call_id, attempt, call.ended_at + shift, outcome))
-        return cls(dials, ends)
+                elif r["ev"] == "lag":
+                    lag = max(lag, float(r["lag"]))
+        return cls(dials, ends, lag)
 
 
 class LedgerTail:
@@ -158,7 +138,7 @@ class LedgerTail:
         self.records: list[dict[str, Any]] = []
 
     def poll(self) -> list[dict[str, Any]]:
-        """The records added since the last call (all records stay in ``records``)."""
+        """The dials and ends added since the last call (all stay in ``records``)."""
         try:
             with self.path.open("rb") as fh:
                 fh.seek(self._offset)
@@ -168,7 +148,8 @@ class LedgerTail:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        new = [orjson.loads(line) for line in lines if line.strip()]
+        parsed = (orjson.loads(line) for line in lines if line.strip())
+        new = [r for r in parsed if r["ev"] in ("dial", "end")]
         self.records.extend(new)
         return new
 
@@ -296,13 +277,12 @@ def judge(
     faults: Sequence[Fault],
     limits: Limits,
     not_terminal: Sequence[str] = (),
-    slack_s: float = 0.0,
 ) -> RunReport:
     """Checks a finished run. ``people`` maps each call id to its phone number (a person may
     have several calls); ``not_terminal`` lists the calls the queue has not finished.
-    ``slack_s``: the ledger's times may be this late (a fake carrier stamps a request when its
-    event loop gets to it); dials per second are then counted in windows this much shorter,
-    which is what the dialer's own seconds can look like at such a carrier."""
+    When the ledger's times may be late (its ``slack_s``), dials per second are counted in
+    windows that much shorter: what the dialer's own seconds can look like in such stamps."""
+    slack_s = ledger.slack_s
     examples: dict[str, list[str]] = defaultdict(list)
 
     def example(kind: str, text: str) -> None:

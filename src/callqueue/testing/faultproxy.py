@@ -27,13 +27,13 @@ import contextlib
 import logging
 import socket
 import struct
-import sys
 import time
 from dataclasses import asdict, dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import orjson
+
+from callqueue.testing.child import AsyncStartStop, Child, run, stdin_lines
 
 __all__ = ["FaultProxy", "FaultProxyProcess", "InjectedFault"]
 
@@ -126,7 +126,7 @@ class _Pipe:
                 task.cancel()
 
 
-class FaultProxy:
+class FaultProxy(AsyncStartStop):
     """Listens on ``host``:``port`` (0: a free port) and forwards each connection to
     ``upstream_host``:``upstream_port``, with the faults the caller switches on."""
 
@@ -166,17 +166,6 @@ class FaultProxy:
         # Closing a pipe ends its handler; a handler cancelled instead would be reported by
         # asyncio's stream protocol as an error.
         await asyncio.gather(*self._handlers, return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- faults ---------------------------------------------------------------------------------
     def set_latency(self, seconds: float) -> None:
@@ -245,37 +234,24 @@ class FaultProxy:
 # -- in a process of its own --------------------------------------------------------------------
 
 
-class FaultProxyProcess:
+class FaultProxyProcess(AsyncStartStop):
     """:class:`FaultProxy` in a child process; the same faults, as coroutines."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
         self.faults: list[InjectedFault] = []
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child = Child(__name__, f"{upstream_host}:{upstream_port}")
 
     async def start(self) -> Self:
-        host, port = self.upstream
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", __name__, f"{host}:{port}",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        line = await self._line()
-        self.port = int(line.removeprefix("listening "))
+        self.port = int((await self._child.start()).removeprefix("listening "))
         return self
 
-    async def _line(self) -> str:
-        assert self._proc is not None and self._proc.stdout is not None
-        raw = await asyncio.wait_for(self._proc.stdout.readline(), 30)
-        if not raw:
-            raise RuntimeError(f"the fault proxy exited (code {await self._proc.wait()})")
-        return raw.decode().strip()
+    async def aclose(self) -> None:
+        await self._child.aclose()
 
     async def _command(self, line: str) -> InjectedFault:
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(line.encode() + b"\n")
-        await self._proc.stdin.drain()
-        fault = InjectedFault(**orjson.loads(await self._line()))
+        fault = InjectedFault(**orjson.loads(await self._child.ask(line)))
         self.faults.append(fault)
         return fault
 
@@ -291,38 +267,12 @@ class FaultProxyProcess:
     async def refuse(self, on: bool) -> InjectedFault:
         return await self._command(f"refuse {'on' if on else 'off'}")
 
-    async def aclose(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        assert proc.stdin is not None
-        with contextlib.suppress(OSError):
-            proc.stdin.close()  # end of input: the proxy stops
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 async def _serve_commands(upstream: tuple[str, int]) -> None:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    commands = await stdin_lines()
     async with FaultProxy(*upstream) as proxy:
         print(f"listening {proxy.port}", flush=True)
-        while line := (await stdin.readline()).decode().split():
+        while line := (await commands.readline()).decode().split():
             verb, args = line[0], line[1:]
             if verb == "latency":
                 proxy.set_latency(float(args[0]))
@@ -344,12 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m callqueue.testing.faultproxy")
     parser.add_argument("upstream", help="HOST:PORT to forward to")
     host, _, port = parser.parse_args(argv).upstream.rpartition(":")
-    runner: Any = asyncio.run
-    with contextlib.suppress(ImportError):  # uvloop is a dependency where it exists
-        import uvloop
-
-        runner = uvloop.run
-    runner(_serve_commands((host, int(port))))
+    run(_serve_commands((host, int(port))))
 
 
 if __name__ == "__main__":

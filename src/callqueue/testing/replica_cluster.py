@@ -10,8 +10,8 @@ promoted within a few seconds (automatic failover).
         took = cluster.wait_failover(victim)  # a replica of it is master, cluster_state ok
 
 Each node is an :class:`~callqueue.embedded.EmbeddedServer` (the bundled ``valkey-server``)
-in cluster mode with AOF on. The masters-only :class:`~callqueue.embedded.EmbeddedCluster`
-serves the regular test suite.
+in cluster mode with AOF on; start and stop are :class:`~callqueue.embedded.EmbeddedCluster`'s
+(masters only, the regular test suite's cluster), the forming step is this one's.
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 
-from callqueue.embedded import CLUSTER_SLOTS, HOST, EmbeddedServer, EmbeddedServerError
+from callqueue.embedded import (
+    CLUSTER_SLOTS,
+    HOST,
+    EmbeddedCluster,
+    EmbeddedServer,
+    EmbeddedServerError,
+)
 
 __all__ = ["ReplicaCluster"]
 
@@ -57,15 +62,16 @@ def _wait(what: str, timeout: float, check: Any) -> None:
         time.sleep(0.05)
 
 
-class ReplicaCluster:
-    """``masters`` x (1 + ``replicas``) cluster-mode servers on 127.0.0.1."""
+class ReplicaCluster(EmbeddedCluster):
+    """``masters`` x (1 + ``replicas``) cluster-mode servers on 127.0.0.1 (the first
+    ``masters`` nodes start as the masters)."""
 
     def __init__(
         self, base_dir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1500
     ) -> None:
-        if masters < 1 or replicas < 0:
-            raise ValueError("need masters >= 1 and replicas >= 0")
-        self.base_dir = base_dir.resolve()
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        super().__init__(base_dir, masters)
         self.node_timeout_ms = node_timeout_ms
         extra = {
             "cluster-node-timeout": str(node_timeout_ms),
@@ -75,49 +81,13 @@ class ReplicaCluster:
             # A full sync starts at once instead of waiting 5 s for more replicas to join it.
             "repl-diskless-sync-delay": "0",
         }
-        count = masters * (1 + replicas)
-        self.nodes = [
-            EmbeddedServer(self.base_dir / f"node{i}", cluster=True, extra=extra)
-            for i in range(count)
-        ]
-        self._masters = masters
+        dirs = [self.base_dir / f"node{i}" for i in range(masters * (1 + replicas))]
+        if any((d / "nodes.conf").exists() for d in dirs):
+            raise EmbeddedServerError(f"{self.base_dir} holds a cluster from another run")
+        self.nodes = [EmbeddedServer(d, cluster=True, extra=extra) for d in dirs]
         self._ids: dict[int, str] = {}  # port -> node id
 
-    # -- life cycle -----------------------------------------------------------------------------
-    def start(self) -> Self:
-        """Starts the nodes, gives the slots to the masters, attaches the replicas and waits
-        until every node sees ``cluster_state:ok`` and every replica is in sync."""
-        if any((n.data_dir / "nodes.conf").exists() for n in self.nodes):
-            raise EmbeddedServerError(f"{self.base_dir} holds a cluster from another run")
-        try:
-            for node in self.nodes:
-                node.start()
-            self._form()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- topology -------------------------------------------------------------------------------
-    @property
-    def urls(self) -> list[str]:
-        return [n.url for n in self.nodes if n.running]
-
     def keyslot(self, key: str) -> int:
         with self._one(self._alive()) as client:
             return int(client.cluster("KEYSLOT", key))
@@ -197,7 +167,7 @@ class ReplicaCluster:
         return None if me["master_id"] == "-" else str(me["master_id"])
 
     def _form(self) -> None:
-        masters, replicas = self.nodes[: self._masters], self.nodes[self._masters :]
+        masters, replicas = self.nodes[: self.masters], self.nodes[self.masters :]
         for node in self.nodes:
             with self._one([node]) as client:
                 self._ids[node.port] = str(client.cluster("MYID"))
