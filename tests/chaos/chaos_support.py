@@ -18,7 +18,6 @@ from e2e_support import Proc, clean_env, free_port
 
 from callqueue.config import Settings
 from callqueue.engine.connection import connect
-from callqueue.engine.options import WORKER_TTL_S
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallSpec
 from callqueue.testing.chaos import (
@@ -54,6 +53,7 @@ class Profile:
     proxy_rounds: int  # rounds of the fault proxy's schedule (0: one round, both paths at once)
     proxy_gap_s: float  # how long a latency stays on
     proxy_calls: int  # calls of the fault proxy's run (through the fake Plivo: slower)
+    proxy_rate: int  # its RATE_LIMIT_PER_SECOND: each call costs the service 3-4 webhooks
     steady_s: float  # dialing before the first fault (the full rate is measured there)
     drain_timeout_s: float  # the last fault to every call finished, at most
     test_timeout_s: float
@@ -61,13 +61,13 @@ class Profile:
 
 SHORT = Profile(
     "short", calls=300, rate=80, cap=50, queue_workers=10, worker_ttl_s=3, kills=1,
-    proxy_rounds=0, proxy_gap_s=1.0, proxy_calls=160, steady_s=2.0, drain_timeout_s=60,
-    test_timeout_s=150,
+    proxy_rounds=0, proxy_gap_s=1.0, proxy_calls=160, proxy_rate=80, steady_s=2.0,
+    drain_timeout_s=60, test_timeout_s=150,
 )  # fmt: skip
 LONG = Profile(
     "full", calls=5000, rate=100, cap=64, queue_workers=20, worker_ttl_s=10, kills=2,
-    proxy_rounds=3, proxy_gap_s=3, proxy_calls=5000, steady_s=8, drain_timeout_s=240,
-    test_timeout_s=600,
+    proxy_rounds=3, proxy_gap_s=3, proxy_calls=5000, proxy_rate=60, steady_s=8,
+    drain_timeout_s=240, test_timeout_s=600,
 )  # fmt: skip
 PROFILE = LONG if FULL else SHORT
 
@@ -116,13 +116,11 @@ def base_url(env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{env['PORT']}"
 
 
-async def start_service(
-    command: str, env: dict[str, str], home: Path, name: str, healthy: bool = True
-) -> Proc:
+async def start_service(command: str, env: dict[str, str], home: Path, name: str) -> Proc:
     """``callqueue <command>`` in ``home``; for ``up``, waits until /api/health answers 200."""
     home.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a directory, once
     proc = Proc([command], env, home, name)
-    if command != "up" or not healthy:
+    if command != "up":
         return proc
     async with httpx.AsyncClient(base_url=base_url(env), timeout=2) as http:
 
@@ -201,8 +199,7 @@ class ChaosRun:
 
     @property
     def worker_ttl_s(self) -> float:
-        # WORKER_TTL_SECONDS exists once workers own their attempts; before, a constant.
-        return float(getattr(self.settings, "worker_ttl_seconds", WORKER_TTL_S))
+        return self.settings.worker_ttl_seconds
 
     def limits(self) -> Limits:
         s = self.settings
@@ -237,11 +234,12 @@ class ChaosRun:
         """Queues a second's worth of calls more when fewer than RECOVERY_WINDOW_S of dialing
         are left, so that a recovery can always be seen: a run that ran out of calls cannot
         show its rate. (A fault may keep Redis away meanwhile: then the next look tops up.)"""
-        need = int(PROFILE.rate * RECOVERY_WINDOW_S)
+        rate = int(self.settings.rate_limit_per_second)
+        need = rate * int(RECOVERY_WINDOW_S)
         dialed = len({r["call"] for r in self.tail.records if r["ev"] == "dial"})
         if len(self.people) - dialed < need:
             with contextlib.suppress(Exception):
-                await self.enqueue(PROFILE.rate)
+                await self.enqueue(rate)
 
     # -- watching -------------------------------------------------------------------------------
     def dial_times(self) -> list[float]:
@@ -267,7 +265,8 @@ class ChaosRun:
         each recovery is measured alone. judge() says whether the target was met."""
         fault = self.faults[-1]
         if self.baseline is None:
-            self.baseline = full_rate(self.dial_times(), self.faults[0].t, PROFILE.rate)
+            limit = self.settings.rate_limit_per_second
+            self.baseline = full_rate(self.dial_times(), self.faults[0].t, limit)
         rate = self.baseline
         give_up = fault.t + recovery_target(fault, self.worker_ttl_s) + 1.0
 
@@ -330,8 +329,9 @@ class ChaosRun:
         reports: list[RunReport],
         api: str | None = None,
     ) -> RunReport:
-        """Judges the run, adds its row to the session's table, writes what explains a
-        failure to ``.chaos/<scenario>.txt`` and fails the test if any promise broke."""
+        """Judges the run, adds its row to the session's table, writes its details (dials per
+        second, the calls of each broken promise, the processes' output) to
+        ``.chaos/<scenario>-<profile>.txt`` and fails the test if any promise broke."""
         await self._quiet()
         ledger = CarrierLedger.from_file(self.ledger_path)
         records = await self.queue.records(list(self.people))
@@ -388,8 +388,7 @@ class ChaosRun:
         lines += ["dials per second:", timeline(ledger, self.faults), ""]
         for call_id in calls:
             lines.append(f"== {call_id}")
-            lines += [f"  carrier: {d}" for d in ledger.dials if d.call == call_id]
-            lines += [f"  carrier: {e}" for k, e in ledger.ends.items() if k[0] == call_id]
+            lines += [f"  carrier: {line}" for line in ledger.about(call_id)]
             lines += await self._history(call_id, found.get(call_id), api)
         for proc in logs:
             lines += ["", f"== output of {proc.out_path.stem}", proc.output[-6000:]]

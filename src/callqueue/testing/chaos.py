@@ -21,7 +21,7 @@ import json
 import os
 import statistics
 from bisect import bisect_left
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,15 +105,25 @@ class CarrierLedger:
         self.dials = sorted(dials, key=lambda d: d.t)
         # How late a time in it may be (a carrier that stamps a request when it gets to it).
         self.slack_s = slack_s
+        # Other lines about an attempt (the fake Plivo's callback deliveries), for reading.
+        self.notes: dict[Attempt, list[dict[str, Any]]] = {}
         self.ends: dict[Attempt, End] = {}
         for end in ends:
             self.ends.setdefault((end.call, end.attempt), end)
+
+    def about(self, call_id: str) -> list[str]:
+        """What the carrier saw of one call, in time order."""
+        dials = [(d.t, str(d)) for d in self.dials if d.call == call_id]
+        ends = [(e.t, str(e)) for (c, _), e in self.ends.items() if c == call_id]
+        notes = [(n["t"], str(n)) for (c, _), ns in self.notes.items() if c == call_id for n in ns]
+        return [text for _, text in sorted([*dials, *ends, *notes])]
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> CarrierLedger:
         """A ledger file: the simulator's (``SIM_LEDGER``, shared by every process) or the
         fake Plivo process's, whose ``lag`` lines say how late its stamps may be."""
         dials, ends, lag = [], [], 0.0
+        notes: dict[Attempt, list[dict[str, Any]]] = defaultdict(list)
         with open(path, "rb") as fh:
             for line in fh:
                 if not line.strip():
@@ -125,11 +135,15 @@ class CarrierLedger:
                     ends.append(End(r["call"], int(r["attempt"]), r["t"], r["outcome"]))
                 elif r["ev"] == "lag":
                     lag = max(lag, float(r["lag"]))
-        return cls(dials, ends, lag)
+                elif "call" in r:
+                    notes[(r["call"], int(r["attempt"]))].append(r)
+        ledger = cls(dials, ends, lag)
+        ledger.notes = dict(notes)
+        return ledger
 
 
 class LedgerTail:
-    """Reads a growing simulator ledger incrementally (a chaos test polls it often)."""
+    """Reads a growing ledger file incrementally (a chaos test polls it often)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -324,6 +338,7 @@ def judge(
     for spans in by_person.values():
         spans.sort(key=lambda s: s[0])
         for (_, until, before), (start, _, after) in itertools.pairwise(spans):
+            # 5 ms: the stamps of two processes (the end's and the next dial's) may disagree.
             if start < until - 0.005:
                 overlapping += 1
                 example(
@@ -406,7 +421,7 @@ def _row(r: RunReport) -> list[str]:
     recovery = "-" if r.recovery_target_s is None else (
         f"{'never' if r.recovery_s is None else f'{r.recovery_s:.1f}'}/{r.recovery_target_s:.1f}s"
     )  # fmt: skip
-    faults = ", ".join(f"{n}x {k}" if n > 1 else k for k, n in _counted(r.faults))
+    faults = ", ".join(f"{n}x {k}" if n > 1 else k for k, n in Counter(r.faults).items())
     return [
         r.scenario,
         str(r.calls),
@@ -418,13 +433,6 @@ def _row(r: RunReport) -> list[str]:
         "pass" if r.passed else "FAIL",
         faults or "-",
     ]
-
-
-def _counted(items: Iterable[str]) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return list(counts.items())
 
 
 def render_table(reports: Iterable[RunReport]) -> str:

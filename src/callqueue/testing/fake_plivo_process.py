@@ -8,12 +8,15 @@ prints ``listening http://127.0.0.1:PORT`` (the PLIVO_API_URL to use) and serves
 standard input ends. Each call it accepts is a ``dial`` line of the ledger and each end an
 ``end`` line, in the simulator's format (``callqueue.testing.chaos.CarrierLedger`` reads both),
 its call id and attempt taken from the answer URL. Outcomes are a seeded mix like the
-simulator's: 65% answered, 15% busy, 15% unanswered, 5% failed.
+simulator's: 65% answered, 15% busy, 15% unanswered, 5% failed; 5% of the calls send their
+ring callback after their hangup callback.
 
 A request is stamped when this process's event loop gets to it, so a loop running late makes
 the stamps late: the largest delay seen once calls flow is written as ``lag`` lines, and the
 ledger reader counts dials per second with that slack. In its own process the fake's loop
-carries nothing but the fake (in a test's process it also carries the test).
+carries nothing but the fake (in a test's process it also carries the test). Each callback
+delivery is a ``callback`` line too (its HTTP status or error, tries and time taken): a
+callback the service did not take is where a lost event starts.
 """
 
 from __future__ import annotations
@@ -40,18 +43,21 @@ _LAG_TICK_S = 0.005
 
 
 def mixed_outcomes(seed: int) -> Callable[[dict[str, Any]], Scenario]:
-    """A scenario source: the simulator's kind of mix, seeded."""
+    """A scenario source: the simulator's kind of mix, seeded; one call in twenty has its
+    ring callback arrive after its hangup callback (Plivo's callbacks are not ordered)."""
     rng = random.Random(seed)
 
     def choose(_body: dict[str, Any]) -> Scenario:
         roll, ring = rng.random(), rng.uniform(0.05, 0.2)
+        late_ring = rng.random() < 0.05
         if roll < 0.15:
-            return Scenario(outcome="busy", ring_s=ring)
+            return Scenario(outcome="busy", ring_s=ring, hangup_before_ring=late_ring)
         if roll < 0.30:
-            return Scenario(outcome="no_answer", ring_s=ring)
+            return Scenario(outcome="no_answer", ring_s=ring, hangup_before_ring=late_ring)
         if roll < 0.35:
-            return Scenario(outcome="failed", ring_s=ring)
-        return Scenario(outcome="answered", ring_s=ring, talk_s=rng.uniform(0.4, 1.2))
+            return Scenario(outcome="failed", ring_s=ring, hangup_before_ring=late_ring)
+        talk = rng.uniform(0.4, 1.2)
+        return Scenario(ring_s=ring, talk_s=talk, hangup_before_ring=late_ring)
 
     return choose
 
@@ -87,6 +93,24 @@ class LedgerPlivo(FakePlivo):
             outcome = _OUTCOMES.get(status, "failed")
         t = call.ended_at + self._shift
         self._write({"t": t, "ev": "end", **self._identity(call), "outcome": outcome})
+
+    def _delivered(self, record: Any, kind: str, url: str) -> None:
+        super()._delivered(record, kind, url)
+        call = self.calls.get(record.request_uuid)
+        if call is None:
+            return
+        self._write(
+            {
+                "t": time.time(),
+                "ev": "callback",
+                **self._identity(call),
+                "kind": kind,
+                "status": record.status,
+                "error": record.error,
+                "tries": record.attempts,
+                "took": round(time.monotonic() - record.at, 3),
+            }
+        )
 
     async def watch_lag(self) -> None:
         """Records how late the loop runs, from the first call on."""
