@@ -17,7 +17,7 @@ from callqueue.carriers.base import DialRequest, DialResult
 from callqueue.carriers.simulator import SimProfile, SimulatedCarrier
 from callqueue.dispatcher import Dispatcher
 from callqueue.embedded import EmbeddedServer
-from callqueue.engine.connection import connect
+from callqueue.engine.connection import connect, server_version
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue, EndFacts, EventCall
@@ -114,13 +114,6 @@ async def rewrite_persistence(client: Any, timeout_s: float = 180) -> float:
     await client.execute_command("BGREWRITEAOF")
     await idle()
     return time.perf_counter() - t0
-
-
-async def server_version(client: Any) -> str:
-    info: dict[str, Any] = await client.info("server")
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    return f"redis {info.get('redis_version', '?')}"
 
 
 @contextlib.asynccontextmanager
@@ -262,10 +255,13 @@ class CountingWriter(EventWriter):
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         self._ending = kind == CarrierEvent.ENDED
         try:
-            await super().report(call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end)
+            await super().report(
+                call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end, then=then
+            )
         finally:
             self._ending = False
 

@@ -30,6 +30,7 @@ from rich.table import Table
 
 # Importing the modules registers their benchmarks, in this order.
 import bench.campaigns
+import bench.durability
 import bench.http
 import bench.inprocess
 import bench.plivo

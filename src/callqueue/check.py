@@ -42,7 +42,7 @@ from rich.markup import escape
 from callqueue.carriers.base import Carrier
 from callqueue.config import ConfigError, Settings
 from callqueue.embedded import EmbeddedServer, ensure_local_server
-from callqueue.engine.connection import connect, describe
+from callqueue.engine.connection import AsyncClient, connect, describe, ping, server_version
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.engine.scripts import scripts
 from callqueue.models import CarrierEvent
@@ -94,19 +94,6 @@ def _real_carrier(settings: Settings) -> bool:
 # -- Redis and the function library ------------------------------------------------------------
 
 
-async def _server_version(client: Any) -> str:
-    """``valkey 9.1.2`` / ``redis 7.2.4``; empty when INFO is not allowed (managed Redis)."""
-    try:
-        info: dict[str, Any] = await client.info("server")
-    except Exception:
-        return ""
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    if "redis_version" in info:
-        return f"redis {info['redis_version']}"
-    return ""
-
-
 async def check_redis(settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -> list[CheckResult]:
     """The ``redis`` and ``library`` checks, on a connection made as ``open_runtime`` makes
     it (the embedded server when REDIS_URL is unset)."""
@@ -150,13 +137,13 @@ async def check_redis(settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) ->
 
 
 async def _redis_and_library(
-    client: Any, settings: Settings, where: str, timeout_s: float
+    client: AsyncClient, settings: Settings, where: str, timeout_s: float
 ) -> list[CheckResult]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
-            await client.ping()
-            version = await _server_version(client)
+            await ping(client)
+            version = await server_version(client)
     except TimeoutError:
         return [
             CheckResult("redis", False, f"{where}: no answer within {timeout_s:g} s"),
@@ -196,6 +183,7 @@ class _NoEvents:
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         return None
 

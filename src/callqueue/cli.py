@@ -195,7 +195,7 @@ async def _status(settings: Settings, as_json: bool) -> None:
     from callqueue.engine.reads import queue_snapshot
     from callqueue.runtime import open_runtime
 
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, enqueues=False)
     try:
         snap = await queue_snapshot(runtime.queue)
         blocked = await runtime.queue.problems()
@@ -672,7 +672,7 @@ def read_numbers(file: Path) -> list[tuple[int, str]]:
 async def _dnc(settings: Settings, numbers: list[str], remove: bool, done: list[int]) -> None:
     from callqueue.runtime import open_runtime
 
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, enqueues=False)
     try:
         change = runtime.queue.dnc_remove if remove else runtime.queue.dnc_add
         changed = 0

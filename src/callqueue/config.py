@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callqueue.carriers.simulator import DEFAULT_MIX, SimProfile
+from callqueue.engine.durability import MAX_TIMEOUT_S, Durability, DurabilityOptions
 from callqueue.engine.options import QueueOptions
 from callqueue.models import Outcome, RetryPolicy
 
@@ -113,6 +114,14 @@ class Settings(BaseSettings):
         description="seconds a request's headers, or its body between two "
         "chunks, may take to arrive before the connection is closed (408)",
     )
+    enqueue_durability: Durability = Field(
+        Durability.NONE,
+        description="what an enqueue waits for before it answers: none, aof (fsynced to the "
+        "server's append-only file), replica (applied by a replica)",
+    )
+    enqueue_durability_timeout: float = Field(
+        1.0, gt=0, le=MAX_TIMEOUT_S, description="seconds an enqueue waits for it, then 503"
+    )
 
     @field_validator("retry_on")
     @classmethod
@@ -175,6 +184,9 @@ class Settings(BaseSettings):
     @property
     def event_spool_path(self) -> Path:
         return self.event_spool or self.data_dir / "event-spool.jsonl"
+
+    def durability(self) -> DurabilityOptions:
+        return DurabilityOptions(self.enqueue_durability, self.enqueue_durability_timeout)
 
     def sim_profile(self) -> SimProfile:
         mix = _parse_mix(self.sim_outcomes) or dict(DEFAULT_MIX)

@@ -19,6 +19,7 @@ from callqueue.config import ConfigError, Settings
 from callqueue.dispatcher import Dispatcher
 from callqueue.embedded import EmbeddedServer, ensure_local_server
 from callqueue.engine.connection import connect, describe
+from callqueue.engine.durability import DurabilityUnavailable
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
 from callqueue.heap import settle_heap
@@ -51,7 +52,10 @@ class Runtime:
             await asyncio.to_thread(self.server.stop)
 
 
-async def open_runtime(settings: Settings) -> Runtime:
+async def open_runtime(settings: Settings, *, enqueues: bool = True) -> Runtime:
+    """Connects (starting the embedded server when REDIS_URL is unset) and loads the engine.
+    ``enqueues``: this process queues calls, so the server must be able to do
+    ENQUEUE_DURABILITY (checked now; a worker or a read-only command does not need it)."""
     server: EmbeddedServer | None = None
     if settings.redis_url:
         url = settings.redis_url
@@ -65,7 +69,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         if server is not None:
             server.stop()
         raise ConfigError(f"REDIS_URL: {exc}") from None
-    queue = CallQueue(client, settings.queue_name, settings.queue_options())
+    queue = CallQueue(client, settings.queue_name, settings.queue_options(), settings.durability())
     try:
         await queue.prepare()
     except Exception as exc:
@@ -73,6 +77,19 @@ async def open_runtime(settings: Settings) -> Runtime:
         if server is not None:
             server.stop()
         raise ConfigError(f"REDIS_URL: cannot use {describe(url)}: {exc}") from exc
+    try:
+        # The embedded server is ours to configure (REDIS_URL unset).
+        remarks = (
+            await queue.check_durability(may_configure=not settings.redis_url) if enqueues else []
+        )
+    except DurabilityUnavailable as exc:
+        await client.aclose()
+        if server is not None:
+            server.stop()
+        mode = settings.enqueue_durability.value
+        raise ConfigError(f"ENQUEUE_DURABILITY={mode}: {exc}") from None
+    for remark in remarks:
+        log.info("ENQUEUE_DURABILITY=%s: %s", settings.enqueue_durability.value, remark)
     return Runtime(settings, client, queue, url, server)
 
 
@@ -183,7 +200,7 @@ def install_stop_signals(stop: Any) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """``callqueue worker``: dispatch until SIGTERM/SIGINT, then stop gracefully."""
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, enqueues=False)
     try:
         dispatcher = make_dispatcher(runtime)
         install_stop_signals(dispatcher.request_stop)

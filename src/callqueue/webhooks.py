@@ -28,14 +28,16 @@ from typing import Any
 
 import httpx
 import orjson
-from redis.exceptions import ResponseError
 
+from callqueue.engine.codec import text
+from callqueue.engine.outbox import GROUP, HookOutbox
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import campaign_states
 
 log = logging.getLogger(__name__)
 
-GROUP = "hooks"
+__all__ = ["GROUP", "Event", "WebhookDeliverer", "signature", "verify"]
+
 CLAIM_IDLE_S = 60.0  # an entry pending this long with its consumer gone is delivered by another
 RETRY_LEASE_S = 120.0  # a retry taken by a deliverer comes due again after this, if not settled
 FIRST_RETRY_S = 5.0
@@ -95,13 +97,6 @@ class Event:
                    d["campaign_id"], d["url"], d["attempts"], retry_member=member)  # fmt: skip
 
 
-async def hooks_op(queue: CallQueue, *args: object) -> Any:
-    """One hooks.lua step (the delivery bookkeeping) on ``queue``."""
-    k = queue.keys
-    keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
-    return await queue._scripts.hooks(queue.client, keys, [str(a) for a in args])
-
-
 def backoff_s(attempts: int, first_s: float = FIRST_RETRY_S) -> float:
     return float(min(MAX_RETRY_S, first_s * 2 ** max(0, attempts - 1)))
 
@@ -124,6 +119,7 @@ class WebhookDeliverer:
         sweep_s: float = 5.0,
     ) -> None:
         self.queue = queue
+        self.outbox = HookOutbox(queue)
         self.secret = secret
         self.consumer = consumer
         self.max_attempts = max_attempts
@@ -155,19 +151,11 @@ class WebhookDeliverer:
             await self._http.aclose()
 
     # -- the outbox ---------------------------------------------------------------------------
-    async def _ensure_group(self) -> None:
-        try:
-            await self.queue.client.xgroup_create(self.queue.keys.hooks, GROUP, id="0",
-                                                  mkstream=True)  # fmt: skip
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _run(self) -> None:
         last_sweep = 0.0
         while not self._stopping.is_set():
             try:
-                await self._ensure_group()
+                await self.outbox.ensure_group()
                 while not self._stopping.is_set():
                     events = await self._read()
                     if time.monotonic() - last_sweep > self.sweep_s:
@@ -190,32 +178,19 @@ class WebhookDeliverer:
         self._gate.release()
 
     async def _read(self) -> list[Event]:
-        k = self.queue.keys
-        reply = await self.queue.client.xreadgroup(
-            GROUP, self.consumer, {k.hooks: ">"}, count=50, block=self.block_ms
-        )
-        return [
-            Event.from_entry(_s(i), _fields(f)) for _, entries in reply or [] for i, f in entries
-        ]
+        entries = await self.outbox.read(self.consumer, 50, self.block_ms)
+        return [Event.from_entry(*e) for e in entries]
 
     async def _claim_abandoned(self) -> list[Event]:
         """Entries pending with a consumer that went quiet (died mid-delivery)."""
-        k = self.queue.keys
-        reply = await self.queue.client.xautoclaim(
-            k.hooks, GROUP, self.consumer, int(self.claim_idle_s * 1000), start_id="0", count=50
-        )
-        entries = reply[1] if reply else []
-        return [Event.from_entry(_s(i), _fields(f)) for i, f in entries if f]
+        idle_ms = int(self.claim_idle_s * 1000)
+        entries = await self.outbox.claim_abandoned(self.consumer, idle_ms, 50)
+        return [Event.from_entry(*e) for e in entries]
 
     async def _due_retries(self) -> list[Event]:
         now = int(time.time() * 1000)
-        members = await self._hooks("due", now, 50, int(RETRY_LEASE_S * 1000))
-        return [Event.from_member(_s(m)) for m in members]
-
-    async def _hooks(self, *args: Any) -> Any:
-        k = self.queue.keys
-        keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
-        return await self.queue._scripts.hooks(self.queue.client, keys, [str(a) for a in args])
+        members = await self.outbox.op("due", now, 50, int(RETRY_LEASE_S * 1000))
+        return [Event.from_member(text(m)) for m in members]
 
     # -- one delivery -------------------------------------------------------------------------
     async def payload(self, event: Event) -> dict[str, Any]:
@@ -248,16 +223,16 @@ class WebhookDeliverer:
             error = f"could not build the delivery: {exc}"
         try:
             if error is None:
-                await self._hooks("done", event.entry_id, event.retry_member)
+                await self.outbox.op("done", event.entry_id, event.retry_member)
                 self.delivered += 1
             elif attempts >= self.max_attempts:
                 log.warning("webhook %s to %s given up after %d attempts: %s",
                             event.delivery_id, event.url, attempts, error)  # fmt: skip
-                await self._hooks("fail", event.entry_id, event.retry_member, event.delivery_id,
+                await self.outbox.op("fail", event.entry_id, event.retry_member, event.delivery_id,
                                   event.member(attempts, error), FAILED_KEPT)  # fmt: skip
             else:
                 due = int((time.time() + backoff_s(attempts, self.first_retry_s)) * 1000)
-                await self._hooks("retry", event.entry_id, event.retry_member,
+                await self.outbox.op("retry", event.entry_id, event.retry_member,
                                   event.member(attempts, error), due)  # fmt: skip
         except Exception as exc:  # Redis away: the entry stays pending, claimed again later
             log.warning("webhook %s bookkeeping failed: %s", event.delivery_id, exc)
@@ -284,14 +259,6 @@ class WebhookDeliverer:
         if 200 <= reply.status_code < 300:
             return None
         return f"HTTP {reply.status_code}: {reply.text[:200]}"
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: Any) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in (raw or {}).items()}
 
 
 def _iso(ms: int) -> str:

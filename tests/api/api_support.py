@@ -31,11 +31,16 @@ async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    """A client of an app on its own runtime (for settings other than the defaults)."""
+async def app_client(
+    settings: Settings, hot: bool = True
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """A client of an app on its own runtime (for settings other than the defaults).
+    ``hot``: POST /api/calls/queue answered by the hot path (api/hot.py) or by the route."""
     rt = await open_runtime(settings)
     try:
-        async with started(create_app(runtime=rt)) as client:
+        app = create_app(runtime=rt)
+        app.hot_path = hot
+        async with started(app) as client:
             yield client, rt
     finally:
         await rt.aclose()

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, add_security_to_openapi, redact_access_log
 from callqueue.api.campaign_defaults import CampaignDefaults
-from callqueue.api.errors import ERRORS, install_error_handlers
+from callqueue.api.errors import ERRORS, add_body_errors_to_openapi, install_error_handlers
 from callqueue.api.hot import CallQueueApp
 from callqueue.api.limits import (
     BULK_MAX_BODY,
@@ -55,8 +55,8 @@ the field at fault. When API_KEYS is set, every route except `/api/health` needs
 
 def _complete_openapi(app: FastAPI, bodies: tuple[type[BaseModel], ...]) -> None:
     """The hot routes parse their bodies themselves, so FastAPI does not see those models:
-    publish their schemas by hand (nested models next to the others), and the API-key security
-    that the middleware enforces."""
+    publish their schemas by hand (nested models next to the others), the API-key security
+    that the middleware enforces, and the answers to a body too large or unreadable."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -70,6 +70,7 @@ def _complete_openapi(app: FastAPI, bodies: tuple[type[BaseModel], ...]) -> None
                 components.setdefault(name, definition)
             components[model.__name__] = body
         add_security_to_openapi(schema)
+        add_body_errors_to_openapi(schema)
         app.openapi_schema = schema
         return schema
 

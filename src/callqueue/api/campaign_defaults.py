@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
+from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.queue import CallQueue
 
 TTL_S = 5.0
@@ -34,11 +33,9 @@ class CampaignDefaults:
         if stale:
             if len(self._cache) > MAX_ENTRIES:
                 self._cache.clear()
-            pipe = self.queue.client.pipeline(transaction=False)
-            for cp in stale:
-                pipe.hget(self.queue.keys.campaign(cp), "cfg")
-            for cp, raw in zip(stale, await pipe.execute(), strict=True):
-                self._cache[cp] = (now + TTL_S, orjson.loads(raw) if raw else None)
+            found = await CampaignEngine(self.queue).call_defaults(stale)
+            for cp, value in zip(stale, found, strict=True):
+                self._cache[cp] = (now + TTL_S, value)
         out = {}
         for cp in wanted:
             value = self._cache[cp][1]

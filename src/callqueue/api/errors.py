@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callqueue.api.read_timeout import KIND as READ_TIMEOUT
+from callqueue.engine.durability import NotDurable
 from callqueue.engine.faults import is_transient
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,38 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: error_doc("Invalid input; `loc` names each field at fault."),
     503: error_doc("Redis is unavailable."),
 }
+
+#: The answer of a route that queues calls, when ENQUEUE_DURABILITY is on.
+NOT_DURABLE_DOC = error_doc(
+    "Redis is unavailable, or (ENQUEUE_DURABILITY aof/replica) the call was queued but its "
+    "write was not confirmed on disk / on a replica in time: sending the same request again "
+    "with the call ids (or batch_id) named in `msg` is safe, nothing is queued twice."
+)
+
+
+#: Answers of every route that reads a request body, whatever the body's kind: the size cap
+#: (api/limits.py) comes before any route, and a body that cannot be decoded at all (invalid
+#: UTF-8, JSON nested too deeply, a broken form) is refused before validation.
+BODY_ERRORS: dict[int, str] = {
+    400: "The body cannot be read: invalid UTF-8, JSON nested too deeply, or a broken form.",
+    413: "The body is over this route's size cap.",
+}
+
+
+def add_body_errors_to_openapi(schema: dict[str, Any]) -> None:
+    """Declares BODY_ERRORS on every operation with a request body (a route's own description
+    of one, if it has one, is kept)."""
+    ref = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, description in BODY_ERRORS.items():
+                responses.setdefault(
+                    str(code),
+                    {"description": description, "content": {"application/json": {"schema": ref}}},
+                )
 
 
 class ApiError(Exception):
@@ -140,6 +173,25 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"Redis is unavailable: {exc}", (), "unavailable", {"Retry-After": "1"})
 
 
+def not_durable_msg(exc: NotDurable, again: str | None = None) -> str:
+    """What a client reads in the 503: what happened, and how to retry without a second call
+    (``again``: how, when the request's own ids do not say it)."""
+    if again is None and exc.call_ids:
+        ids = ", ".join(repr(i) for i in exc.call_ids)
+        again = f"send the same body again with custom_call_id {ids}"
+    elif again is None and exc.batch_id:
+        again = f"send the same calls again with batch_id {exc.batch_id!r}"
+    elif again is None:
+        again = "send the same request again"
+    return f"{exc}. Retrying is safe: {again}; nothing is queued twice."
+
+
+async def _not_durable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotDurable)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, not_durable_msg(exc), (), "not_durable", {"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if is_transient(exc):  # a failover, LOADING, READONLY...: as passing as a lost connection
         return await _redis_down(request, exc)
@@ -153,4 +205,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(NotDurable, _not_durable)
     app.add_exception_handler(Exception, _unexpected)

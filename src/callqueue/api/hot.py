@@ -5,10 +5,10 @@ A small request's CPU goes mostly to the framework around it (middleware layers,
 every route, the request/response objects), not to queuing the call. This path does what that
 stack does for this one route, in the same order and with the same answers: the API-key check
 (``auth.py``), the body cap (``limits.py``), reading the body, validation, the route's own work
-(``routes/calls.queue_one``) and the API's error shape, with Redis errors as 503 and anything
-unexpected as a logged 500. The FastAPI route stays: it documents the operation in OpenAPI, and
-it serves the request when the hot path is off (``OTEL_TELEMETRY``: the framework's spans then
-cover every request).
+(``routes/calls.queue_one``) and the API's error shape, with Redis errors and an enqueue not
+confirmed durable in time (``ENQUEUE_DURABILITY``) as 503 and anything unexpected as a logged
+500. The FastAPI route stays: it documents the operation in OpenAPI, and it serves the request
+when the hot path is off (``OTEL_TELEMETRY``: the framework's spans then cover every request).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from callqueue.api.auth import (
     send_unauthorized,
 )
 from callqueue.api.bodies import parse_model
-from callqueue.api.errors import ApiError
+from callqueue.api.errors import ApiError, not_durable_msg
 from callqueue.api.limits import (
     DEFAULT_MAX_BODY,
     capped_receive,
@@ -38,6 +38,7 @@ from callqueue.api.limits import (
 from callqueue.api.read_timeout import DEFAULT_TIMEOUT_S, KIND, ReadTimedOut, timed_receive
 from callqueue.api.routes.calls import queue_one
 from callqueue.api.schemas import QueueCallRequest
+from callqueue.engine.durability import NotDurable
 from callqueue.engine.faults import is_transient
 
 log = logging.getLogger("callqueue.api.errors")
@@ -125,6 +126,11 @@ async def serve_queue_call(app: FastAPI, scope: Scope, receive: Receive, send: S
         return
     except ApiError as exc:
         await _answer(send, exc.status, orjson.dumps({"detail": exc.details}), exc.headers)
+        return
+    except NotDurable as exc:
+        log.warning("POST %s: %s", PATH, exc)
+        body = _problem(not_durable_msg(exc), "not_durable")
+        await _answer(send, 503, body, {"Retry-After": "1"})
         return
     except Exception as exc:
         if is_transient(exc):

@@ -8,6 +8,7 @@ single event transition, so the rules are the same whatever the carrier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -48,7 +49,9 @@ class DialResult:
 
 
 class EventReporter(Protocol):
-    """Where a carrier reports what happened to a call it accepted."""
+    """Where a carrier reports what happened to a call it accepted. ``report`` returns once the
+    event is taken (it is written to Redis in order, never dropped); ``then``, if given, is
+    called once it is written."""
 
     async def report(
         self,
@@ -58,6 +61,7 @@ class EventReporter(Protocol):
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None: ...
 
 

@@ -183,15 +183,20 @@ class SimulatedCarrier:
             bill_duration_s=float(int(duration + 0.999)),
             ended_ms=int(ended * 1000),
         )
+        ledger = self._ledger
+
+        def written() -> None:
+            if ledger:
+                ledger.write("end", request, at=ended, cid=carrier_id, outcome=outcome.value)
+
         await self._reporter.report(
             request.call_id,
             request.attempt,
             CarrierEvent.ENDED,
             carrier_call_id=carrier_id,
             end=facts,
+            then=written,
         )
-        if self._ledger:
-            self._ledger.write("end", request, at=ended, cid=carrier_id, outcome=outcome.value)
 
     def _find(
         self, call_id: str, attempt: int, carrier_call_id: str

@@ -8,9 +8,13 @@ turns within a priority, and checks a campaign's calling window in the callee's 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
+
+from callqueue.engine.codec import text
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.scripts import ScriptArg
 from callqueue.models import Outcome
@@ -95,6 +99,16 @@ class CampaignEngine:
         self.queue = queue
         self._scripts = queue._scripts
 
+    async def exists(self, campaign_id: str) -> bool:
+        return bool(await self.queue.client.exists(self.queue.keys.campaign(campaign_id)))
+
+    async def call_defaults(self, campaign_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Each campaign's default call_config (None: it sets none), in one round trip."""
+        pipe = self.queue.client.pipeline(transaction=False)
+        for cp in campaign_ids:
+            pipe.hget(self.queue.keys.campaign(cp), "cfg")
+        return [orjson.loads(raw) if raw else None for raw in await pipe.execute()]
+
     def _keys(self) -> list[str]:
         k = self.queue.keys
         return [
@@ -124,7 +138,7 @@ class CampaignEngine:
         reply = await self._scripts.campaign(self.queue.client, self._keys(), args)
         if recheck_budget_s > 0 and int(reply[2]) == 1:
             await self.recheck_parked(campaign_id, budget_s=recheck_budget_s)
-        return _s(reply[0]), int(reply[1]) == 1
+        return text(reply[0]), int(reply[1]) == 1
 
     async def recheck_parked(
         self,
@@ -159,11 +173,11 @@ class CampaignEngine:
         reply = await self._scripts.campaign(
             self.queue.client, self._keys(), self._head(campaign_id, op)
         )
-        if _s(reply[0]) == "not_found":
+        if text(reply[0]) == "not_found":
             raise CampaignNotFound(campaign_id)
-        if _s(reply[0]) == "conflict":
-            raise CampaignStateConflict(campaign_id, op, _s(reply[1]))
-        return _s(reply[0])
+        if text(reply[0]) == "conflict":
+            raise CampaignStateConflict(campaign_id, op, text(reply[1]))
+        return text(reply[0])
 
     async def pause(self, campaign_id: str) -> str:
         """No new dials of the campaign from now on; live calls finish. Raises
@@ -183,13 +197,9 @@ class CampaignEngine:
         while True:
             args = [*self._head(campaign_id, "cancel"), CANCEL_SLICE, cursor]
             reply = await self._scripts.campaign(self.queue.client, self._keys(), args)
-            if _s(reply[0]) == "not_found":
+            if text(reply[0]) == "not_found":
                 raise CampaignNotFound(campaign_id)
             total += int(reply[3])
             cursor = int(reply[2])
             if cursor < 0:
                 return total
-
-
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -51,10 +51,13 @@ def decode_spec(
     )
 
 
+def text(value: Any) -> str:
+    """A reply value as text (replies come as bytes unless the client decodes them)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else text(value)
 
 
 def _int(value: bytes | str | None) -> int | None:

@@ -26,7 +26,9 @@ from redis.exceptions import ConnectionError, TimeoutError
 from callqueue.engine.lean import LeanPool
 from callqueue.engine.packing import CONNECTION_CLASSES
 
-__all__ = ["AsyncClient", "SyncClient", "connect", "connect_sync", "describe"]
+__all__ = [
+    "AsyncClient", "SyncClient", "connect", "connect_sync", "describe", "ping", "server_version",
+]  # fmt: skip
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster
@@ -152,3 +154,21 @@ def describe(url: str) -> str:
         return text
     except ValueError:
         return "<unparseable Redis URL>"
+
+
+async def ping(client: AsyncClient) -> None:
+    """Raises unless the server answers."""
+    await client.ping()
+
+
+async def server_version(client: AsyncClient) -> str:
+    """``valkey 9.1.2`` / ``redis 7.2.4``; empty when INFO is not allowed (managed Redis)."""
+    try:
+        info: dict[str, Any] = await client.info("server")
+    except Exception:
+        return ""
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    if "redis_version" in info:
+        return f"redis {info['redis_version']}"
+    return ""

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,11 @@ def fold(batch: list[tuple[EventCall, Waiter]]) -> list[tuple[EventCall, list[Wa
             index[key] = len(out)
             out.append((call, [future]))
     return out
+
+
+def _after(future: Waiter, then: Callable[[], None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        then()
 
 
 # -- the spool -------------------------------------------------------------------------------
@@ -193,13 +199,15 @@ class EventWriter:
         *,
         carrier_call_id: str = "",
         end: EndFacts | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Returns once the event is written (a refused one is kept and tried again)."""
+        """Takes the event (written in order; a refused one is kept and tried again); calls
+        ``then`` once it is written."""
         future = self.submit(
             self.queue.event_call(call_id, attempt, kind, carrier_call_id=carrier_call_id, end=end)
         )
-        with contextlib.suppress(Exception):  # refused: kept by the writer, logged there
-            await future
+        if then is not None:
+            future.add_done_callback(lambda f: _after(f, then))
 
     @property
     def unwritten(self) -> int:

@@ -9,7 +9,9 @@ own row's answer, exactly as if it had run alone: the script treats the rows of 
 order, so the same call id twice is one call, the second answered as a replay. A failed script
 fails every caller of its group with the same error, as each would have failed alone; what
 one caller's own input can get wrong (its arguments) is checked before it joins a group, so a
-bad call fails alone.
+bad call fails alone. With ``ENQUEUE_DURABILITY`` on, a group's script is followed by its wait
+(``durability.py``): one fsync or replica round trip per group, and a group whose write was not
+confirmed fails each of its callers.
 """
 
 from __future__ import annotations

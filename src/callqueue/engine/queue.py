@@ -7,11 +7,13 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from callqueue.engine.codec import decode_record, decode_spec, encode_spec
+from callqueue.engine.codec import decode_record, decode_spec, encode_spec, text
+from callqueue.engine.connection import AsyncClient
+from callqueue.engine.durability import DurabilityOptions, NotDurable, check_server, run_durably
 from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
 from callqueue.engine.options import QueueOptions
@@ -92,23 +94,27 @@ def problems_in(control: dict[Any, Any]) -> dict[str, str]:
     """The problems reported to the control hash (report_problem), by part."""
     out = {}
     for key, value in control.items():
-        name, text = _s(key), _s(value)
-        if name.endswith("_error") and text:
-            out[name.removesuffix("_error")] = text
+        name, reason = text(key), text(value)
+        if name.endswith("_error") and reason:
+            out[name.removesuffix("_error")] = reason
     return out
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class CallQueue:
     """One named queue on one Redis (or Redis Cluster: every key shares one hash tag)."""
 
-    def __init__(self, client: Any, name: str = "default", options: QueueOptions | None = None):
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str = "default",
+        options: QueueOptions | None = None,
+        durability: DurabilityOptions | None = None,
+    ):
         self.client = client
         self.keys = QueueKeys(name)
         self.options = options or QueueOptions()
+        # What an enqueue waits for before it answers (ENQUEUE_DURABILITY; see durability.py).
+        self.durability = durability or DurabilityOptions()
         self._scripts = scripts()
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
@@ -122,6 +128,14 @@ class CallQueue:
     async def prepare(self) -> None:
         """Loads the scripts (optional: they load themselves on first use)."""
         await self._scripts.load_all(self.client)
+
+    async def check_durability(self, may_configure: bool = False) -> list[str]:
+        """Raises DurabilityUnavailable when the server cannot do this queue's durability
+        mode; returns remarks worth logging. ``may_configure``: the server is the embedded
+        one, which ``aof`` may switch to fsync before it answers."""
+        return await check_server(
+            self.client, self.durability, self.keys.prefix, may_configure=may_configure
+        )
 
     # -- settle policy, passed to every script that may end an attempt ----------------------
     def _policy_args(self, rand: float | None = None) -> list[ScriptArg]:
@@ -193,7 +207,7 @@ class CallQueue:
     def _enqueue_results(specs: Sequence[CallSpec], reply: list[Any]) -> list[EnqueueResult]:
         """Decodes enqueue.lua's compact reply: one letter per call, then the statuses of
         the calls that already existed."""
-        codes = _s(reply[1])
+        codes = text(reply[1])
         existing = iter(reply[3:])
         out = []
         for spec, code in zip(specs, codes, strict=True):
@@ -207,7 +221,7 @@ class CallQueue:
                 out.append(EnqueueResult(spec.call_id, EnqueueState.CAMPAIGN_CANCELLED, None))
             else:
                 state = EnqueueState.EXISTS if code == "e" else EnqueueState.CONFLICT
-                out.append(EnqueueResult(spec.call_id, state, CallStatus(_s(next(existing)))))
+                out.append(EnqueueResult(spec.call_id, state, CallStatus(text(next(existing)))))
         return out
 
     async def register_zones(self, zones: Iterable[str], now_ms: int | None = None) -> None:
@@ -224,7 +238,7 @@ class CallQueue:
     async def refresh_zones(self, now_ms: int | None = None) -> int:
         """Renews every recorded zone's offsets (workers do this periodically: an entry knows
         the zone's next change only); returns how many zones there are."""
-        zones = [_s(z) for z in await self.client.hkeys(self.keys.zone_offsets)]
+        zones = [text(z) for z in await self.client.hkeys(self.keys.zone_offsets)]
         await self.register_zones(zones, now_ms)
         return len(zones)
 
@@ -244,13 +258,23 @@ class CallQueue:
             if not isinstance(value, str | bytes | int | float):
                 raise TypeError(f"call {spec.call_id!r}: {value!r} cannot be sent to Redis")
         await self._know_zones([spec])
-        return await self._singles.submit(row, spec.batch_id)
+        try:
+            return await self._singles.submit(row, spec.batch_id)
+        except NotDurable as exc:  # one failure for the whole group: each caller names its own
+            raise exc.naming([spec.call_id]) from None
 
     async def _enqueue_batch(self, rows: Sequence[_Row]) -> list[EnqueueResult]:
         """One enqueue script for ``rows``, which share a batch id (or have none)."""
         keys, args = self._enqueue_call(rows, rows[0][0].batch_id)
-        reply = await self._scripts.enqueue(self.client, keys, args)
+        reply = await self._run_enqueue(keys, args)
         return self._enqueue_results([spec for spec, _, _ in rows], reply)
+
+    def _run_enqueue(self, keys: list[str], args: list[ScriptArg]) -> Awaitable[Any]:
+        """enqueue.lua, followed by its durability wait when the mode has one. (Returns the
+        awaitable itself: no extra coroutine on the hot path.)"""
+        if self.durability.waits:
+            return run_durably(self.client, self._scripts.enqueue, keys, args, self.durability)
+        return self._scripts.enqueue(self.client, keys, args)
 
     async def enqueue_many(
         self, specs: Sequence[CallSpec], batch_id: str | None = None, batch_size: int = BULK_BATCH
@@ -260,17 +284,25 @@ class CallQueue:
         Each batch is atomic; the same call id twice (within or across requests) is one call.
         The first script takes the arrival numbers of all the calls, so they keep their input
         order (FIFO within a priority); the others then go out a few at a time, so packing the
-        next overlaps the server running the previous ones.
+        next overlaps the server running the previous ones. With a durability mode, each
+        script is followed by its own wait (one per ``batch_size`` calls).
         """
+        try:
+            return await self._enqueue_chunks(specs, batch_id, batch_size)
+        except NotDurable as exc:
+            raise exc.naming(batch_id=batch_id) from None
+
+    async def _enqueue_chunks(
+        self, specs: Sequence[CallSpec], batch_id: str | None, batch_size: int
+    ) -> list[EnqueueResult]:
         chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
         if not chunks:
             return []
         await self._know_zones(specs)
-        script = self._scripts.enqueue
         keys, args = self._enqueue_call(
             [self._enqueue_row(s) for s in chunks[0]], batch_id, take=len(specs)
         )
-        reply = await script(self.client, keys, args)
+        reply = await self._run_enqueue(keys, args)
         first_seq = int(reply[2])
         results = self._enqueue_results(chunks[0], reply)
         gate = asyncio.Semaphore(SCRIPTS_IN_FLIGHT)
@@ -281,7 +313,7 @@ class CallQueue:
             async with gate:
                 rows = [self._enqueue_row(s) for s in chunk]
                 keys, args = self._enqueue_call(rows, batch_id, seq=first_seq + index)
-                reply = await script(self.client, keys, args)
+                reply = await self._run_enqueue(keys, args)
             return self._enqueue_results(chunk, reply)
 
         rest = [send(i * batch_size, c) for i, c in enumerate(chunks) if i > 0]
@@ -338,13 +370,13 @@ class CallQueue:
         now = int(reply[0])
         calls = []
         for i in range(4, len(reply), 4):
-            call_id = _s(reply[i])
+            call_id = text(reply[i])
             spec = decode_spec(call_id, reply[i + 3], Priority.NORMAL)
-            calls.append(ClaimedCall(call_id, int(reply[i + 1]), _s(reply[i + 2]), spec, now))
+            calls.append(ClaimedCall(call_id, int(reply[i + 1]), text(reply[i + 2]), spec, now))
         wait, due = int(reply[2]), int(reply[3])
         return ClaimResult(
             calls=calls,
-            blocked=ClaimBlock(_s(reply[1])),
+            blocked=ClaimBlock(text(reply[1])),
             wait_ms=wait if wait >= 0 else None,
             next_due_ms=due if due >= 0 else None,
             server_now_ms=now,
@@ -411,7 +443,7 @@ class CallQueue:
     def _event_results(reply: list[Any]) -> list[EventResult]:
         out = []
         for i in range(0, len(reply), 3):
-            code, status = _s(reply[i]), _s(reply[i + 1])
+            code, status = text(reply[i]), text(reply[i + 1])
             if code == "error":  # a refused move: a bug, reported for this event alone
                 out.append(EventResult(applied=False, code="error", error=f"event: {status}"))
                 continue
@@ -420,7 +452,7 @@ class CallQueue:
                     applied=code == "ok",
                     code=code,
                     status=CallStatus(status) if status else None,
-                    cancel_requested=_s(reply[i + 2]) == "1",
+                    cancel_requested=text(reply[i + 2]) == "1",
                 )
             )
         return out
@@ -510,9 +542,9 @@ class CallQueue:
             ],
         )
         return EventResult(
-            applied=_s(reply[0]) == "ok",
-            code=_s(reply[0]),
-            status=CallStatus(_s(reply[1])) if _s(reply[1]) else None,
+            applied=text(reply[0]) == "ok",
+            code=text(reply[0]),
+            status=CallStatus(text(reply[1])) if text(reply[1]) else None,
         )
 
     # -- cancel, reap, control ----------------------------------------------------------------
@@ -532,9 +564,9 @@ class CallQueue:
             ],
             [call_id, reason, k.wake_channel, *self._policy_args()],
         )
-        status = _s(reply[1])
+        status = text(reply[1])
         return CancelResult(
-            _s(reply[0]), CallStatus(status) if status else None, int(reply[2]), _s(reply[3])
+            text(reply[0]), CallStatus(status) if status else None, int(reply[2]), text(reply[3])
         )
 
     async def reap(
@@ -612,7 +644,7 @@ class CallQueue:
     async def dnc_page(self, cursor: int = 0, count: int = 500) -> tuple[int, list[str]]:
         """One page of the do-not-call list (SSCAN): (next cursor, 0 at the end; numbers)."""
         nxt, members = await self.client.sscan(self.keys.dnc, cursor, count=count)
-        return int(nxt), sorted(_s(m) for m in members)
+        return int(nxt), sorted(text(m) for m in members)
 
     async def set_paused(self, paused: bool) -> None:
         k = self.keys
@@ -633,20 +665,23 @@ class CallQueue:
 
     # -- reads (no state change) ----------------------------------------------------------------
     async def get(self, call_id: str) -> CallRecord | None:
-        fields = await self.client.hgetall(self.keys.call(call_id))
+        # redis-py types replies loosely (bytes | str); this client answers bytes.
+        fields: dict[bytes, bytes] = await self.client.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
         return decode_record(call_id, fields) if fields else None
 
     async def is_paused(self) -> bool:
-        return _s(await self.client.hget(self.keys.control, "paused") or "") == "1"
+        return text(await self.client.hget(self.keys.control, "paused") or "") == "1"
 
     async def live_ids(self) -> list[tuple[str, float]]:
         """Calls holding a live-call slot, with the end of their longest life (ms)."""
-        rows = await self.client.zrange(self.keys.live, 0, -1, withscores=True)
-        return [(_s(member), score) for member, score in rows]
+        rows: list[tuple[bytes, float]] = await self.client.zrange(  # type: ignore[assignment]
+            self.keys.live, 0, -1, withscores=True
+        )
+        return [(text(member), score) for member, score in rows]
 
     async def dead_letter(self, limit: int = 100) -> list[str]:
         """Failed calls, most recent first (kept for RETENTION_SECONDS)."""
-        return [_s(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]
+        return [text(m) for m in await self.client.zrevrange(self.keys.dead, 0, limit - 1)]
 
     async def records(self, call_ids: Sequence[str]) -> list[CallRecord]:
         """Several calls in one round trip; ids that expired meanwhile are left out."""

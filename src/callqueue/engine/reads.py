@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from callqueue.engine.codec import Counters, decode_counters, decode_record
+from callqueue.engine.codec import Counters, decode_counters, decode_record, text
 from callqueue.engine.queue import CallQueue, problems_in
 from callqueue.models import LIVE_STATUSES, CallStatus, Outcome, Priority
 
@@ -25,12 +25,8 @@ PRIORITY_BAND = 2**40
 CHUNK = 2000
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _int(value: Any, default: int = 0) -> int:
-    return int(float(_text(value))) if value not in (None, b"", "") else default
+    return int(float(text(value))) if value not in (None, b"", "") else default
 
 
 def _time_ms(reply: Sequence[Any]) -> int:
@@ -78,7 +74,7 @@ async def control_state(queue: CallQueue, worker_ttl_ms: int | None = None) -> C
     pipe.zcard(k.campaign_index)
     pipe.zrange(k.scheduled, 0, 0, withscores=True)
     control_raw, alive, ready_campaigns, first_scheduled = await pipe.execute()
-    control = {_text(name): _text(value) for name, value in control_raw.items()}
+    control = {text(name): text(value) for name, value in control_raw.items()}
     return ControlState(
         now_ms=now,
         paused=control.get("paused") == "1",
@@ -182,7 +178,7 @@ async def _live_statuses(queue: CallQueue, ids: Sequence[str]) -> dict[CallStatu
 
 async def campaign_ids(queue: CallQueue) -> list[str]:
     """Every campaign of the queue, oldest first, and ``""`` (the calls of no campaign)."""
-    return ["", *(_text(c) for c in await queue.client.zrange(queue.keys.campaigns, 0, -1))]
+    return ["", *(text(c) for c in await queue.client.zrange(queue.keys.campaigns, 0, -1))]
 
 
 async def queued_by_priority(
@@ -234,14 +230,14 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int | None = None) -> 
     ) = await pipe.execute()
     counters = decode_counters(stats_raw)
     dps = {_int(sec): _int(n) for sec, n in dps_raw.items()}
-    live_ids = [_text(member) for member, score in live if score > now]
+    live_ids = [text(member) for member, score in live if score > now]
     if queue.options.rate_per_second > 0:
         last_second = sum(1 for _, score in rate_log if score > now - 1000)
     else:
         last_second = dps.get(now // 1000 - 1, 0)
     return QueueSnapshot(
         now_ms=now,
-        paused=_text(paused) == "1" if paused is not None else False,
+        paused=text(paused) == "1" if paused is not None else False,
         queued=sum(by_priority_now.values()),
         scheduled=int(scheduled),
         queued_by_priority=by_priority_now,
@@ -257,7 +253,7 @@ async def queue_snapshot(queue: CallQueue, worker_ttl_ms: int | None = None) -> 
         dials_by_second=dps,
         duration_sum_s=counters.talk_time_s,
         duration_count=counters.talked,
-        workers=sorted(_text(w) for w, beat in workers if beat > now - worker_ttl_ms),
+        workers=sorted(text(w) for w, beat in workers if beat > now - worker_ttl_ms),
     )
 
 
@@ -272,7 +268,7 @@ async def call_states(queue: CallQueue, call_ids: Iterable[str]) -> dict[str, Ca
             pipe.hmget(queue.keys.call(call_id), "st", "a")
         for call_id, (status, attempts) in zip(chunk, await pipe.execute(), strict=True):
             out[call_id] = (
-                None if status is None else CallState(CallStatus(_text(status)), _int(attempts))
+                None if status is None else CallState(CallStatus(text(status)), _int(attempts))
             )
     return out
 
@@ -281,7 +277,7 @@ async def live_calls(queue: CallQueue) -> tuple[int, list[LiveCall]]:
     """(server now ms, the calls holding a live-call slot that are dialing, ringing or talking),
     oldest attempt first."""
     now = await server_now_ms(queue)
-    ids = [_text(m) for m in await queue.client.zrange(queue.keys.live, 0, -1)]
+    ids = [text(m) for m in await queue.client.zrange(queue.keys.live, 0, -1)]
     calls: list[LiveCall] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -330,7 +326,7 @@ async def batch_counts(queue: CallQueue, batch_id: str) -> BatchCounts | None:
     members = await queue.client.smembers(queue.keys.batch(batch_id))
     if not members:
         return None
-    states = await call_states(queue, sorted(_text(m) for m in members))
+    states = await call_states(queue, sorted(text(m) for m in members))
     counts: Counter[str] = Counter(
         "expired" if state is None else state.status.value for state in states.values()
     )
@@ -412,15 +408,15 @@ async def campaign_states(queue: CallQueue, ids: Sequence[str]) -> list[Campaign
         replies = await pipe.execute()
         # The statuses of their live calls: as many reads as live calls, which the live-call
         # cap bounds (the same reads /api/queue/status makes for the whole queue).
-        live_ids = [[_text(m) for m in replies[i * 5 + 3]] for i in range(len(chunk))]
+        live_ids = [[text(m) for m in replies[i * 5 + 3]] for i in range(len(chunk))]
         states = await call_states(queue, [m for ids in live_ids for m in ids])
         for i, cp in enumerate(chunk):
             settings_raw, stats_raw, queued, _, dps_raw = replies[i * 5 : i * 5 + 5]
             if not settings_raw:
                 out.append(None)
                 continue
-            settings = {_text(a): _text(b) for a, b in settings_raw.items()}
-            stats = {_text(a): _text(b) for a, b in stats_raw.items()}
+            settings = {text(a): text(b) for a, b in settings_raw.items()}
+            stats = {text(a): text(b) for a, b in stats_raw.items()}
             now_s = now // 1000
             minute = sum(_int(v) for sec, v in dps_raw.items() if now_s - 60 < _int(sec) <= now_s)
             out.append(
@@ -449,4 +445,4 @@ async def campaign_page(
     pipe.zcard(queue.keys.campaigns)
     pipe.zrevrange(queue.keys.campaigns, offset, offset + limit - 1)
     total, ids = await pipe.execute()
-    return int(total), [_text(i) for i in ids]
+    return int(total), [text(i) for i in ids]

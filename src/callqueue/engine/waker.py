@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 
+from callqueue.engine.codec import text
+
 log = logging.getLogger(__name__)
 
 HangupHandler = Callable[[str, int, str], Coroutine[Any, Any, None]]
@@ -79,9 +81,9 @@ class Waker:
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
-                    text = data.decode() if isinstance(data, bytes) else str(data)
-                    if text.startswith("h ") and self._on_hangup is not None:
-                        parts = text.split(" ")
+                    message_text = text(data)
+                    if message_text.startswith("h ") and self._on_hangup is not None:
+                        parts = message_text.split(" ")
                         call_id, attempt = parts[1], int(parts[2])
                         carrier_id = parts[3] if len(parts) > 3 else ""
                         task = asyncio.create_task(self._on_hangup(call_id, attempt, carrier_id))

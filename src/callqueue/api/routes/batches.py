@@ -12,7 +12,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from callqueue.api.bodies import decode_json, json_body_doc
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, clean_errors, error_doc
+from callqueue.api.errors import (
+    NO_WEBHOOK_SECRET,
+    NOT_DURABLE_DOC,
+    ApiError,
+    ErrorDetail,
+    clean_errors,
+    error_doc,
+)
 from callqueue.api.schemas import MAX_BULK_CALLS, SEED_BULK, BulkEnvelope, BulkQueueRequest
 from callqueue.api.specs import BulkRow, RowRejection, bulk_specs
 from callqueue.engine.queue import CallQueue
@@ -144,6 +151,7 @@ def _answer(
               "queued before (a replay)."},
         413: error_doc(f"Body over 16 MB, or more than {MAX_BULK_CALLS} calls."),
         422: error_doc("The body is not a batch, or no row is valid (paths name each row)."),
+        503: NOT_DURABLE_DOC,
     },
 )  # fmt: skip
 async def bulk_queue(request: Request) -> Response:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 
 from callqueue.api.bodies import json_body_doc, read_model
 from callqueue.api.deps import QueueDep, SettingsDep
-from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, error_doc
+from callqueue.api.errors import NO_WEBHOOK_SECRET, NOT_DURABLE_DOC, ApiError, error_doc
 from callqueue.api.schemas import SEED_CALL, QueueCallRequest
 from callqueue.api.specs import single_spec
 from callqueue.api.views import (
@@ -46,6 +46,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
         },
         409: error_doc("This custom_call_id is taken by a different request."),
         413: error_doc("Body over 64 KB."),
+        503: NOT_DURABLE_DOC,
     },
 )
 async def queue_call(request: Request) -> Response:

@@ -15,10 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callqueue.api.campaign_schemas import CampaignSettings, NewCampaign, settings_view
 from callqueue.api.deps import QueueDep
-from callqueue.api.errors import NO_WEBHOOK_SECRET, ApiError, ErrorDetail, error_doc
+from callqueue.api.errors import (
+    NO_WEBHOOK_SECRET,
+    ApiError,
+    ErrorDetail,
+    error_doc,
+    not_durable_msg,
+)
 from callqueue.api.limits import IMPORT_MAX_BODY, capped_receive
 from callqueue.api.views import at
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignStateConflict
+from callqueue.engine.durability import NotDurable
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import CampaignState, campaign_page, campaign_states
 from callqueue.models import Priority
@@ -137,7 +144,7 @@ async def create_campaign(request: Request, queue: QueueDep, body: NewCampaign) 
     """Creates a campaign with its settings. Calls naming a campaign_id not created here
     create theirs with default settings (the seed's usage)."""
     _check_webhook(request, body)
-    if await queue.client.exists(queue.keys.campaign(body.campaign_id)):
+    if await CampaignEngine(queue).exists(body.campaign_id):
         raise ApiError(409, f"campaign {body.campaign_id!r} exists; change it with PATCH",
                        ("body", "campaign_id"), "conflict")  # fmt: skip
     sent = body.model_fields_set - {"campaign_id"}
@@ -179,7 +186,7 @@ async def patch_campaign(
     their own `scheduled_at` keep it. A very large campaign's last ones may follow a moment
     after the answer (the workers finish them)."""
     _check_webhook(request, body)
-    if not await queue.client.exists(queue.keys.campaign(campaign_id)):
+    if not await CampaignEngine(queue).exists(campaign_id):
         raise ApiError(404, f"no campaign with id {campaign_id!r}", ("path", "campaign_id"),
                        "not_found")  # fmt: skip
     stored = body.stored(body.model_fields_set, queue.options.retry)
@@ -446,6 +453,9 @@ async def import_calls(
         elif exc.option is not None and exc.option != "batch_size":
             where = ("query", exc.option)
         raise ApiError(422, str(exc), where, "invalid_csv") from None
+    except NotDurable as exc:  # row ids come from the file: posting it again replays them
+        msg = not_durable_msg(exc, "post the same file again")
+        raise ApiError(503, msg, (), "not_durable", {"Retry-After": "1"}) from None
     finally:
         if form is not None:
             await form.close()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from callqueue.api.deps import QueueDep
 from callqueue.api.errors import ApiError, error_doc
+from callqueue.engine.outbox import HookOutbox
 from callqueue.engine.queue import CallQueue
 from callqueue.webhooks import Event
 
@@ -51,29 +52,19 @@ async def deliveries(
 ) -> DeliveriesView:
     """How many events wait, how many deliveries are being tried again, and the deliveries
     that kept failing (WEBHOOK_MAX_ATTEMPTS tries) and were given up, latest first."""
-    k = queue.keys
-    pipe = queue.client.pipeline(transaction=False)
-    pipe.xlen(k.hooks)
-    pipe.zcard(k.hooks_retry)
-    pipe.hget(k.stats, "hooks_delivered")
-    pipe.zcard(k.hooks_failed_index)
-    pipe.zrevrange(k.hooks_failed_index, 0, limit - 1)
-    outbox, retrying, delivered, failed_total, ids = await pipe.execute()
-    rows = await queue.client.hmget(k.hooks_failed, ids) if ids else []
+    found = await HookOutbox(queue).summary(limit)
     return DeliveriesView(
-        outbox=int(outbox), retrying=int(retrying), delivered_total=int(delivered or 0),
-        failed_total=int(failed_total), failed=[_failed(r) for r in rows if r],
+        outbox=found.outbox, retrying=found.retrying, delivered_total=found.delivered_total,
+        failed_total=found.failed_total, failed=[_failed(r) for r in found.failed],
     )  # fmt: skip
 
 
 async def _retry(queue: CallQueue, delivery_id: str) -> bool:
-    raw = await queue.client.hget(queue.keys.hooks_failed, delivery_id)
-    if raw is None:
+    outbox = HookOutbox(queue)
+    member = await outbox.failed(delivery_id)
+    if member is None:
         return False
-    fresh = Event.from_member(raw.decode() if isinstance(raw, bytes) else raw).member(0, "")
-    k = queue.keys
-    keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
-    return bool(await queue._scripts.hooks(queue.client, keys, ["again", delivery_id, fresh]))
+    return await outbox.again(delivery_id, Event.from_member(member).member(0, ""))
 
 
 @router.post(

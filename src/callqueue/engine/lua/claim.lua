@@ -149,7 +149,7 @@ end
 -- 4. Take the calls. One call: dialed (returns true), or handled otherwise (false).
 local function take(c, id)
   local key = call_prefix .. id
-  local f = redis.call('HMGET', key, 'st', 'md', 's', 'a', 'hist', 'hn', 'to', 'tz')
+  local f = redis.call('HMGET', key, 'st', 'md', 's', 'a', 'hist', 'hn', 'to', 'tz', 'mach')
   if f[1] ~= 'queued' then return false end
   if f[7] and redis.call('SISMEMBER', dnc, f[7]) == 1 then
     local err = finish_with(K, key, id, 'queued', 'cancelled', now,
@@ -217,6 +217,8 @@ local function take(c, id)
     f[5], f[6], 'a', attempt, 'tk', token, 'ph', 0, 'as', now, 'wk', worker)
   if err then error(err.err) end
   if owned then redis.call('SADD', owned, id) end
+  -- An answering machine detected on an earlier attempt says nothing about this one.
+  if f[9] then redis.call('HDEL', key, 'mach') end
   -- The attempt's longest possible life: the carrier may get the request as late as the end
   -- of the dial lease, then ring and talk at most ring timeout + max duration; plus grace.
   local md = tonumber(f[2] or '0')

@@ -40,7 +40,9 @@ redis.call('ZREM', K.live, id)
 redis.call('ZREM', K.leases, id)
 slot_freed(K.live, K.channel, now, P.max_live)
 if redis.call('ZREM', c.live, id) == 1 then slot_freed(c.live, K.channel, now, c.mc) end
-redis.call('HSET', key, 'a', n - 1)
+-- Attempt n - 1 is the current one again: it had ended (else n could not have been claimed),
+-- so a late or repeated callback about it must find it ended, as it did before the claim.
+redis.call('HSET', key, 'a', n - 1, 'ph', n > 1 and 3 or 0)
 redis.call('HDEL', key, 'tk', 'as', 'an', 'cid')
 stat(K.stats, 'released', 1)
 if c.id ~= '' then stat(c.stats, 'released', 1) end
