@@ -43,9 +43,9 @@ from callqueue.carriers.base import Carrier
 from callqueue.config import ConfigError, Settings
 from callqueue.embedded import EmbeddedServer, ensure_local_server
 from callqueue.engine.connection import AsyncClient, connect, describe, ping, server_version
-from callqueue.engine.queue import CallQueue, EndFacts
+from callqueue.engine.queue import CallQueue
 from callqueue.engine.scripts import scripts
-from callqueue.models import CarrierEvent
+from callqueue.models import CarrierEvent, EndFacts
 from callqueue.runtime import make_carrier
 
 __all__ = [

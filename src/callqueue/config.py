@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from callqueue.carriers.simulator import DEFAULT_MIX, SimProfile
 from callqueue.engine.durability import MAX_TIMEOUT_S, Durability, DurabilityOptions
 from callqueue.engine.options import QueueOptions
 from callqueue.models import Outcome, RetryPolicy
@@ -100,6 +99,12 @@ class Settings(BaseSettings):
     otel_telemetry: bool = Field(
         False, description="FastAPI's native OpenTelemetry spans, metrics and logs per request"
     )
+    # After otel_telemetry: its check reads that value.
+    hot_path: bool | None = Field(
+        None,
+        description="answer POST /api/calls/queue before the framework (api/hot.py); "
+        "unset: on, unless OTEL_TELEMETRY",
+    )
     shutdown_timeout: float = Field(8, gt=0, le=60)
     worker_ttl_seconds: float = Field(
         10, ge=0.5, le=600, description="a worker silent this long is gone; its calls are taken"
@@ -132,6 +137,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown outcome(s) {bad}; choose from {[o.value for o in Outcome]}")
         return ",".join(names)
 
+    @field_validator("hot_path")
+    @classmethod
+    def _check_hot_path(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value and info.data.get("otel_telemetry"):
+            raise ValueError(
+                "cannot be true with OTEL_TELEMETRY=true: the hot path answers before the "
+                "framework, so its requests would have no spans (leave HOT_PATH unset)"
+            )
+        return value
+
     @field_validator("sim_ring_seconds", "sim_talk_seconds")
     @classmethod
     def _check_range(cls, value: str) -> str:
@@ -152,6 +167,12 @@ class Settings(BaseSettings):
         if self.plivo_auth_id:
             return "plivo"
         return "twilio" if self.twilio_account_sid else "simulator"
+
+    @property
+    def serves_hot_path(self) -> bool:
+        """HOT_PATH, else on unless OTEL_TELEMETRY (the framework's spans then cover every
+        request)."""
+        return self.hot_path if self.hot_path is not None else not self.otel_telemetry
 
     @property
     def api_key_list(self) -> list[str]:
@@ -188,17 +209,20 @@ class Settings(BaseSettings):
     def durability(self) -> DurabilityOptions:
         return DurabilityOptions(self.enqueue_durability, self.enqueue_durability_timeout)
 
-    def sim_profile(self) -> SimProfile:
-        mix = _parse_mix(self.sim_outcomes) or dict(DEFAULT_MIX)
-        return SimProfile(
-            mix=mix,
-            ring_s=_range(self.sim_ring_seconds, "SIM_RING_SECONDS"),
-            talk_s=_range(self.sim_talk_seconds, "SIM_TALK_SECONDS"),
-            dial_latency_s=self.sim_dial_latency,
-            refuse_rate=self.sim_refuse_rate,
-            reject_rate=self.sim_reject_rate,
-            seed=self.sim_seed,
-        )
+    # The simulator's settings as plain values: runtime.sim_profile builds its profile from them
+    # (config sits below the carriers and knows none of their classes).
+    @property
+    def sim_mix(self) -> dict[Outcome, float]:
+        """SIM_OUTCOMES as weights; empty when unset (the simulator's own mix)."""
+        return _parse_mix(self.sim_outcomes)
+
+    @property
+    def sim_ring_range(self) -> tuple[float, float]:
+        return _range(self.sim_ring_seconds, "SIM_RING_SECONDS")
+
+    @property
+    def sim_talk_range(self) -> tuple[float, float]:
+        return _range(self.sim_talk_seconds, "SIM_TALK_SECONDS")
 
 
 def _parse_mix(value: str) -> dict[Outcome, float]:

@@ -34,10 +34,10 @@ from callqueue.carriers.base import Carrier, DialKind, DialRequest, DialResult
 from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.faults import Backoff, retry_transient
-from callqueue.engine.queue import CallQueue, EndFacts, ReapResult
+from callqueue.engine.queue import CallQueue, ReapResult
 from callqueue.engine.scripts import ScriptError
 from callqueue.engine.waker import Waker
-from callqueue.models import ClaimBlock, ClaimedCall, Outcome
+from callqueue.models import ClaimBlock, ClaimedCall, EndFacts, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -234,6 +234,19 @@ class CallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EndFacts:
+    """What the carrier says about an attempt that ended."""
+
+    outcome: Outcome
+    carrier_call_id: str = ""
+    hangup_cause: str = ""
+    duration_s: float | None = None
+    bill_duration_s: float | None = None
+    answered_ms: int | None = None
+    ended_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EventResult:
     """What an event did. ``applied`` is False for duplicates and stale attempts."""
 

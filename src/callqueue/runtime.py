@@ -13,7 +13,7 @@ from typing import Any
 from callqueue.agent_watch import AgentWatch
 from callqueue.carriers.base import Carrier, EventReporter
 from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig
-from callqueue.carriers.simulator import SimulatedCarrier
+from callqueue.carriers.simulator import DEFAULT_MIX, SimProfile, SimulatedCarrier
 from callqueue.carriers.twilio import TwilioCarrier, TwilioConfig
 from callqueue.config import ConfigError, Settings
 from callqueue.dispatcher import Dispatcher
@@ -23,7 +23,7 @@ from callqueue.engine.durability import DurabilityUnavailable
 from callqueue.engine.event_writer import EventWriter
 from callqueue.engine.queue import CallQueue
 from callqueue.heap import settle_heap
-from callqueue.webhooks import WebhookDeliverer
+from callqueue.status_webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,22 @@ async def open_runtime(settings: Settings, *, enqueues: bool = True) -> Runtime:
     return Runtime(settings, client, queue, url, server)
 
 
+def sim_profile(settings: Settings) -> SimProfile:
+    return SimProfile(
+        mix=settings.sim_mix or dict(DEFAULT_MIX),
+        ring_s=settings.sim_ring_range,
+        talk_s=settings.sim_talk_range,
+        dial_latency_s=settings.sim_dial_latency,
+        refuse_rate=settings.sim_refuse_rate,
+        reject_rate=settings.sim_reject_rate,
+        seed=settings.sim_seed,
+    )
+
+
 def make_carrier(settings: Settings, reporter: EventReporter) -> Carrier:
     name = settings.carrier_name
     if name == "simulator":
-        return SimulatedCarrier(reporter, settings.sim_profile(), settings.sim_ledger)
+        return SimulatedCarrier(reporter, sim_profile(settings), settings.sim_ledger)
     if name == "plivo":
         return PlivoCarrier(plivo_config(settings))
     if name == "twilio":

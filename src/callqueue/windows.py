@@ -259,6 +259,8 @@ def zones_for_number(e164: str, override: str | None = None) -> tuple[str, ...]:
     if override is not None:
         _load_zone(override)
         return (override,)
+    # Late: phonenumbers is slow to load, and the engine, which imports this module in every
+    # process, needs it only here (not a way round a cycle: numbers imports nothing of ours).
     import phonenumbers
 
     from callqueue.numbers import parse_international, time_zones

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.api.server import bind_socket, make_server
 from callqueue.config import Settings
 from callqueue.engine.queue import CallQueue

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from api_support import SettingsFactory, started
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
 

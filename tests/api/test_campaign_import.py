@@ -9,8 +9,8 @@ import pytest
 from api_support import SettingsFactory, app_client
 
 from callqueue.api.routes import campaigns as campaign_routes
+from callqueue.csv_import import import_call_id
 from callqueue.engine.reads import batch_counts, queue_snapshot
-from callqueue.imports import import_call_id
 from callqueue.runtime import Runtime
 
 CSV = (

@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 from api_support import SettingsFactory, claim_paced, seed_call
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.api.server import bind_socket
 from callqueue.runtime import Runtime, open_runtime
 

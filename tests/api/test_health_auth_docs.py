@@ -15,7 +15,7 @@ from api_support import SEED_CALL, SettingsFactory, app_client, nothing_queued, 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.engine.queue import CallQueue
 from callqueue.runtime import Runtime
 

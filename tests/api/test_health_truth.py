@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from test_health_auth_docs import closed_port
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import Outcome
 from callqueue.runtime import Runtime, make_dispatcher

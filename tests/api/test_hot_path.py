@@ -13,7 +13,7 @@ import pytest
 from api_support import SEED_CALL, SettingsFactory
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.api.limits import DEFAULT_MAX_BODY
 from callqueue.engine.reads import queue_snapshot
 from callqueue.runtime import Runtime, open_runtime

@@ -17,9 +17,9 @@ from api_support import SEED_CALL, SettingsFactory, nothing_queued, seed_call, s
 from callqueue.api.auth import redact_query
 from callqueue.api.routes.campaigns import MAX_OFFSET
 from callqueue.api.routes.dnc import MAX_CURSOR
-from callqueue.api.schemas import ID_PATTERN, RESERVED_IDS
 from callqueue.engine.reads import queue_snapshot
 from callqueue.runtime import Runtime, open_runtime
+from callqueue.schemas.calls import ID_PATTERN, RESERVED_IDS
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import httpx
 from api_support import SettingsFactory, app_client, nothing_queued, seed_call
 
 from callqueue.runtime import Runtime
-from callqueue.webhooks import Event
+from callqueue.status_webhooks import Event
 
 HOOK = "https://backend.example.com/hooks"
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.carriers.base import Carrier
 from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig
 from callqueue.carriers.plivo_signature import sign_v3

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.carriers.base import DialKind, DialRequest
 from callqueue.carriers.plivo import PlivoCarrier, PlivoConfig
 from callqueue.carriers.twilio import TwilioCarrier, TwilioConfig, e164, status_callback_url

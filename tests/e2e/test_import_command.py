@@ -10,9 +10,9 @@ from pathlib import Path
 
 from e2e_support import clean_env, read_batch, read_snapshot
 
+from callqueue.csv_import import import_call_id
 from callqueue.engine.connection import connect
 from callqueue.engine.queue import CallQueue
-from callqueue.imports import import_call_id
 from callqueue.models import CallRecord
 
 CSV = (

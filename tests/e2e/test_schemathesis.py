@@ -28,7 +28,7 @@ from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
 
-from callqueue.api import create_app
+from callqueue.api.app import create_app
 from callqueue.config import load_settings
 
 API_KEY = "schemathesis-key"

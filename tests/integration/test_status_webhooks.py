@@ -12,8 +12,8 @@ from procs import wait_for
 from callqueue.engine.campaigns import CampaignEngine
 from callqueue.engine.queue import CallQueue, EndFacts
 from callqueue.models import CallSpec, CarrierEvent, Outcome
+from callqueue.status_webhooks import GROUP, Event, WebhookDeliverer, signature, verify
 from callqueue.testing.webhook_receiver import Delivery, WebhookReceiver, webhook_receiver
-from callqueue.webhooks import GROUP, Event, WebhookDeliverer, signature, verify
 
 SECRET = "s3cret"
 

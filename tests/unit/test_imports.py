@@ -1,4 +1,4 @@
-"""callqueue.imports without a server: the column mapping, and rows checked as the API would."""
+"""callqueue.csv_import without a server: the column mapping, and rows checked as the API would."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from callqueue.api.specs import body_hash
-from callqueue.imports import (
+from callqueue.csv_import import (
     ColumnMapping,
     CsvImportError,
     CsvRows,
@@ -23,6 +22,7 @@ from callqueue.imports import (
     row_request,
 )
 from callqueue.models import Priority
+from callqueue.schemas.specs import body_hash
 
 
 def rows_of(text: str | bytes, mapping: ColumnMapping | None = None) -> list[Any]:
@@ -83,8 +83,8 @@ def test_derived_call_id_depends_on_campaign_and_number_only() -> None:
 def test_the_row_hash_is_the_single_call_apis() -> None:
     """A row and the same call posted to /api/calls/queue are the same request."""
     [row] = rows_of("phone,name\n+919123456789,A\n")
-    from callqueue.api.schemas import QueueCallRequest
-    from callqueue.api.specs import canonical
+    from callqueue.schemas.calls import QueueCallRequest
+    from callqueue.schemas.specs import canonical
 
     request = QueueCallRequest.model_validate(
         {"phone_number": "+919123456789", "campaign_id": "camp-1",

@@ -9,8 +9,8 @@ import pytest
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberType
 from phonenumbers import timezone as pn_timezone
 
-from callqueue.api.schemas import normalize_phone
 from callqueue.numbers import number_type, parse_international, plain_e164, time_zones
+from callqueue.schemas.calls import normalize_phone
 
 TYPES = [t for t in vars(PhoneNumberType).values() if isinstance(t, int)]
 

@@ -9,8 +9,8 @@ import phonenumbers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callqueue.api.schemas import QueueCallRequest, normalize_phone
-from callqueue.api.specs import BATCH_ROW_NAMESPACE, batch_row_id
+from callqueue.schemas.calls import QueueCallRequest, normalize_phone
+from callqueue.schemas.specs import BATCH_ROW_NAMESPACE, batch_row_id
 
 
 @given(st.text(min_size=1, max_size=100), st.integers(min_value=0, max_value=9_999))

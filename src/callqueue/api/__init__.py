@@ -1,5 +1,4 @@
-"""The HTTP API (FastAPI): ``create_app(settings=None, runtime=None)``."""
+"""The HTTP API (FastAPI): ``callqueue.api.app.create_app(settings=None, runtime=None)``.
 
-from callqueue.api.app import create_app
-
-__all__ = ["create_app"]
+Importing the package imports nothing else: a module that needs one part of the API (its
+limits, its error shape) does not pull in the app and everything the app wires."""

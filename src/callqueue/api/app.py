@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from callqueue import __version__
 from callqueue.api.auth import ApiKeyGate, add_security_to_openapi, redact_access_log
-from callqueue.api.campaign_defaults import CampaignDefaults
 from callqueue.api.errors import ERRORS, add_body_errors_to_openapi, install_error_handlers
 from callqueue.api.hot import CallQueueApp
 from callqueue.api.limits import (
@@ -32,14 +31,15 @@ from callqueue.api.routes import (
     campaigns,
     dnc,
     health,
+    plivo_callbacks,
     queue,
-    status_webhooks,
-    twilio_webhooks,
-    webhooks,
+    status_webhook_deliveries,
+    twilio_callbacks,
 )
-from callqueue.api.schemas import BulkQueueRequest, QueueCallRequest
 from callqueue.config import Settings, load_settings
 from callqueue.runtime import Runtime, open_runtime
+from callqueue.schemas.calls import BulkQueueRequest, QueueCallRequest
+from callqueue.schemas.campaign_defaults import CampaignDefaults
 
 DESCRIPTION = """\
 Outbound voice-call queue on Redis: queue calls one by one or in bulk, with priorities,
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    app.hot_path = not otel  # the framework's spans cover every request only without it
+    app.hot_path = settings.serves_hot_path
     app.read_timeout_s = settings.request_read_timeout
     redact_access_log()
     install_error_handlers(app)
@@ -133,10 +133,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     protected.include_router(queue.router)
     protected.include_router(dnc.router)
     protected.include_router(campaigns.router)
-    protected.include_router(status_webhooks.router)
+    protected.include_router(status_webhook_deliveries.router)
     app.include_router(protected)
     app.include_router(health.router)  # public
-    app.include_router(webhooks.router)  # public, but every callback's signature is checked
-    app.include_router(twilio_webhooks.router)
+    app.include_router(plivo_callbacks.router)  # public, but every callback's signature is checked
+    app.include_router(twilio_callbacks.router)
     _complete_openapi(app, (QueueCallRequest, BulkQueueRequest))
     return app

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from callqueue.api.errors import ApiError, clean_errors
+from callqueue.api.errors import ApiError
+from callqueue.schemas.validation import clean_errors
 
 M = TypeVar("M", bound=BaseModel)
 

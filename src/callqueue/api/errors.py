@@ -7,7 +7,6 @@ client can point at it. Input values are not echoed back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,10 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from callqueue.api.read_timeout import KIND as READ_TIMEOUT
 from callqueue.engine.durability import NotDurable
 from callqueue.engine.faults import is_transient
+from callqueue.schemas.validation import Loc, clean_errors
 
 log = logging.getLogger(__name__)
 
-Loc = Sequence[str | int]
 
 
 class ErrorDetail(BaseModel):
@@ -112,18 +111,6 @@ def problem(
     return JSONResponse(
         {"detail": [{"loc": list(loc), "msg": msg, "type": kind}]}, status, headers=headers
     )
-
-
-def clean_errors(errors: Iterable[Any], prefix: Loc = ()) -> list[dict[str, Any]]:
-    """Pydantic/FastAPI error dicts -> ``{"loc", "msg", "type"}``, without the input values."""
-    out = []
-    for err in errors:
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's wrapper
-        ctx = err.get("ctx") or {}
-        if err.get("type") == "json_invalid" and "error" in ctx:
-            msg = f"{msg}: {ctx['error']}"
-        out.append({"loc": [*prefix, *err.get("loc", ())], "msg": msg, "type": err.get("type")})
-    return out
 
 
 def _is_json(request: Request) -> bool:

@@ -8,7 +8,12 @@ stack does for this one route, in the same order and with the same answers: the 
 (``routes/calls.queue_one``) and the API's error shape, with Redis errors and an enqueue not
 confirmed durable in time (``ENQUEUE_DURABILITY``) as 503 and anything unexpected as a logged
 500. The FastAPI route stays: it documents the operation in OpenAPI, and it serves the request
-when the hot path is off (``OTEL_TELEMETRY``: the framework's spans then cover every request).
+when the hot path is off (``HOT_PATH=false``, and by default with ``OTEL_TELEMETRY``, so that the
+framework's spans cover every request).
+
+What this path mirrors is declared in ``MIRRORED_MIDDLEWARE``; a test compares it with the
+app's middleware stack, so a middleware added to the app without a twin here fails the suite
+instead of being skipped by the busiest route.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from callqueue.api.auth import (
+    ApiKeyGate,
     authorized,
     credential_in_query,
     header_map,
@@ -31,20 +41,57 @@ from callqueue.api.bodies import parse_model
 from callqueue.api.errors import ApiError, not_durable_msg
 from callqueue.api.limits import (
     DEFAULT_MAX_BODY,
+    BodySizeLimit,
     capped_receive,
     send_too_large,
     too_large_msg,
 )
 from callqueue.api.read_timeout import DEFAULT_TIMEOUT_S, KIND, ReadTimedOut, timed_receive
 from callqueue.api.routes.calls import queue_one
-from callqueue.api.schemas import QueueCallRequest
 from callqueue.engine.durability import NotDurable
 from callqueue.engine.faults import is_transient
+from callqueue.schemas.calls import QueueCallRequest
 
 log = logging.getLogger("callqueue.api.errors")
 
 PATH = "/api/calls/queue"
 JSON_TYPE = (b"content-type", b"application/json")
+
+#: The app's middleware, outermost first, whose work this path does itself: the API-key check
+#: (auth.py) and the body cap (limits.py). A middleware added to the app needs its twin in
+#: serve_queue_call and its class here, or tests/api/test_hot_path_guard.py fails.
+MIRRORED_MIDDLEWARE: tuple[type, ...] = (ApiKeyGate, BodySizeLimit)
+#: The app's exception handlers whose answers serve_queue_call gives itself: validation and
+#: too-large bodies as ApiError, Redis errors and NotDurable as 503, anything else as 500.
+MIRRORED_ERRORS: frozenset[type[BaseException]] = frozenset(
+    {
+        RequestValidationError,
+        ApiError,
+        StarletteHTTPException,
+        RedisConnectionError,
+        RedisTimeoutError,
+        NotDurable,
+        Exception,
+        WebSocketRequestValidationError,  # FastAPI's own, for websockets: none here
+    }
+)
+
+
+def unmirrored(app: FastAPI) -> list[str]:
+    """What the app does around a request that this path does not (empty: they agree)."""
+    gaps = []
+    stack: tuple[object, ...] = tuple(m.cls for m in app.user_middleware)
+    if stack != MIRRORED_MIDDLEWARE:
+        names = [getattr(c, "__name__", repr(c)) for c in stack]
+        mirrored = [c.__name__ for c in MIRRORED_MIDDLEWARE]
+        gaps.append(f"middleware {names}, the hot path mirrors {mirrored}")
+    handled = {key for key in app.exception_handlers if isinstance(key, type)}
+    for exc in sorted(handled - MIRRORED_ERRORS, key=lambda e: e.__name__):
+        gaps.append(f"exception handler for {exc.__name__}, not mirrored")
+    codes = sorted(key for key in app.exception_handlers if not isinstance(key, type))
+    if codes:
+        gaps.append(f"exception handlers for status codes {codes}, not mirrored")
+    return gaps
 
 
 class _Disconnected(Exception):

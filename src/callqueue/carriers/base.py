@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from callqueue.engine.queue import EndFacts
-from callqueue.models import CarrierEvent
+from callqueue.models import CarrierEvent, EndFacts
 
 
 class DialKind(StrEnum):

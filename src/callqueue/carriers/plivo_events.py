@@ -46,8 +46,7 @@ from callqueue.carriers.callback_fields import (
     pattern,
     timestamp,
 )
-from callqueue.engine.queue import EndFacts
-from callqueue.models import CarrierEvent, Outcome
+from callqueue.models import CarrierEvent, EndFacts, Outcome
 
 STATUSES = (
     "ringing", "in-progress", "completed", "busy", "failed", "timeout", "no-answer", "cancel",

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from callqueue.carriers.base import DialKind, DialRequest, DialResult, EventReporter
-from callqueue.engine.queue import EndFacts
-from callqueue.models import CarrierEvent, Outcome
+from callqueue.models import CarrierEvent, EndFacts, Outcome
 
 DEFAULT_MIX: dict[Outcome, float] = {
     Outcome.COMPLETED: 0.70,

@@ -53,8 +53,7 @@ from callqueue.carriers.callback_fields import (
     one_of,
     pattern,
 )
-from callqueue.engine.queue import EndFacts
-from callqueue.models import CarrierEvent, Outcome
+from callqueue.models import CarrierEvent, EndFacts, Outcome
 
 STATUSES = (
     "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer",

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from callqueue.engine.codec import text
+from callqueue.engine.contracts import CAMPAIGN, RECHECK
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.scripts import ScriptArg
 from callqueue.models import Outcome
@@ -110,17 +111,19 @@ class CampaignEngine:
         return [orjson.loads(raw) if raw else None for raw in await pipe.execute()]
 
     def _keys(self) -> list[str]:
-        k = self.queue.keys
-        return [
-            k.prefix, k.campaign_index, k.control, k.campaigns, k.scheduled, k.finished, k.dead,
-            k.stats,
-        ]  # fmt: skip
+        return CAMPAIGN.keys_of(self.queue.keys)
 
     def _head(self, campaign_id: str, op: str) -> list[ScriptArg]:
         o = self.queue.options
-        return [
-            campaign_id, op, self.queue.keys.wake_channel, o.retention_s * 1000, o.history_limit,
-        ]  # fmt: skip
+        return CAMPAIGN.pack(
+            {
+                "campaign_id": campaign_id,
+                "op": op,
+                "channel": self.queue.keys.wake_channel,
+                "retention_ms": o.retention_s * 1000,
+                "hist_limit": o.history_limit,
+            }
+        )
 
     async def configure(
         self,
@@ -153,14 +156,22 @@ class CampaignEngine:
         Safe to run from several processes at once, and again: each run takes its own slice.
         ``at_ms``: decide as if the time were that (epoch ms), as for claim."""
         k, o = self.queue.keys, self.queue.options
-        keys = [k.prefix, k.campaign_index, k.control, k.scheduled, k.call_prefix]
+        keys = RECHECK.keys_of(k)
         deadline = time.monotonic() + budget_s
         due_now = moved = runs = 0
         while True:
             reply = await self._scripts.recheck(
                 self.queue.client,
                 keys,
-                [campaign_id, slice_size, o.history_limit, k.wake_channel, at_ms or 0],
+                RECHECK.pack(
+                    {
+                        "campaign_id": campaign_id,
+                        "limit": slice_size,
+                        "hist_limit": o.history_limit,
+                        "channel": k.wake_channel,
+                        "clock_ms": at_ms or 0,
+                    }
+                ),
             )
             runs += 1
             due_now += int(reply[1])

@@ -35,14 +35,15 @@ from typing import Any
 
 import orjson
 
+from callqueue.engine.contracts import PHASE
 from callqueue.engine.faults import Backoff, is_transient
-from callqueue.engine.queue import CallQueue, EndFacts, EventCall
-from callqueue.models import CarrierEvent, EventResult, Outcome
+from callqueue.engine.queue import CallQueue, EventCall
+from callqueue.models import CarrierEvent, EndFacts, EventResult, Outcome
 
 log = logging.getLogger(__name__)
 
 Waiter = asyncio.Future[EventResult]
-_RANK = {"accepted": 1, "ringing": 1, "answered": 2, "ended": 3}
+_RANK = PHASE  # the Lua's PHASE too (generated from it): events merge as the script orders them
 RETRY_FAILED_S = 30.0
 
 

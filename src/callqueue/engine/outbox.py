@@ -1,8 +1,8 @@
 """The status-webhook outbox in Redis: what the scripts append (``hooks`` stream), what
 delivery reads and claims, and the bookkeeping of retries and failures (hooks.lua).
 
-Delivery itself (HTTP, signing, payloads) is a service: ``callqueue.webhooks``. This module is
-its only way to Redis, and the API's for listing and retrying failed deliveries.
+Delivery itself (HTTP, signing, payloads) is a service: ``callqueue.status_webhooks``. This
+module is its only way to Redis, and the API's for listing and retrying failed deliveries.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from callqueue.engine.codec import text
+from callqueue.engine.contracts import HOOKS
 from callqueue.engine.queue import CallQueue
 
 GROUP = "hooks"  # the consumer group every worker's deliverer reads in
@@ -41,8 +42,7 @@ def _entries(raw: Any) -> list[Entry]:
 class HookOutbox:
     def __init__(self, queue: CallQueue) -> None:
         self.queue = queue
-        k = queue.keys
-        self._keys = [k.hooks, k.hooks_retry, k.hooks_failed, k.hooks_failed_index, k.stats]
+        self._keys = HOOKS.keys_of(queue.keys)
 
     async def op(self, *args: object) -> Any:
         """One hooks.lua step (done | retry | fail | due | again: see its header)."""

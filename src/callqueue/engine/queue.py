@@ -13,6 +13,17 @@ from typing import Any
 
 from callqueue.engine.codec import decode_record, decode_spec, encode_spec, text
 from callqueue.engine.connection import AsyncClient
+from callqueue.engine.contracts import (
+    CANCEL,
+    CLAIM,
+    CONTROL,
+    DNC,
+    ENQUEUE,
+    EVENT,
+    REAP,
+    RELEASE,
+    ZONES,
+)
 from callqueue.engine.durability import DurabilityOptions, NotDurable, check_server, run_durably
 from callqueue.engine.grouping import SingleEnqueues
 from callqueue.engine.keys import QueueKeys
@@ -29,8 +40,10 @@ from callqueue.models import (
     EnqueueResult,
     EnqueueState,
     EventResult,
-    Outcome,
     Priority,
+)
+from callqueue.models import (
+    EndFacts as EndFacts,  # re-exported: it lived here before models
 )
 from callqueue.windows import zone_offset_entry
 
@@ -38,18 +51,16 @@ BULK_BATCH = 1000
 SCRIPTS_IN_FLIGHT = 3  # bulk enqueue scripts sent and not yet answered
 EVENTS_PER_SCRIPT = 100
 
-
-@dataclass(frozen=True, slots=True)
-class EndFacts:
-    """What the carrier says about an attempt that ended."""
-
-    outcome: Outcome
-    carrier_call_id: str = ""
-    hangup_cause: str = ""
-    duration_s: float | None = None
-    bill_duration_s: float | None = None
-    answered_ms: int | None = None
-    ended_ms: int | None = None
+# Where the per-call values go in the lists a queue builds once from the declarations.
+_CLAIM_WANT = CLAIM.arg_index("want")
+_CLAIM_TOKEN = CLAIM.arg_index("token_prefix")
+_CLAIM_CLOCK = CLAIM.arg_index("clock_ms")
+_CLAIM_WORKER = CLAIM.arg_index("worker")
+_ENQUEUE_BATCH_KEY = ENQUEUE.key_index("batch_or_seq")
+_ENQUEUE_HAS_BATCH = ENQUEUE.arg_index("has_batch")
+_ENQUEUE_BATCH_ID = ENQUEUE.arg_index("batch_id")
+_ENQUEUE_FIRST_SEQ = ENQUEUE.arg_index("first_seq")
+_ENQUEUE_TAKE = ENQUEUE.arg_index("take")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,7 @@ class CallQueue:
         self._scripts = scripts()
         self._limit, self._window_ms = self.options.rate_window()
         self._policy = self._static_policy()
+        self._build_contract_lists()
         self._zones_known: set[str] = set()  # time zones whose offsets this process recorded
         self._singles: SingleEnqueues[_Row, EnqueueResult] = SingleEnqueues(self._enqueue_batch)
 
@@ -135,6 +147,49 @@ class CallQueue:
         one, which ``aof`` may switch to fsync before it answers."""
         return await check_server(
             self.client, self.durability, self.keys.prefix, may_configure=may_configure
+        )
+
+    def _build_contract_lists(self) -> None:
+        """The keys and arguments of the hot scripts that never change for this queue, built
+        once from their declarations (contracts.py); a call copies them and fills in its own."""
+        k, o = self.keys, self.options
+        self._claim_keys = CLAIM.keys_of(k)
+        self._claim_args = CLAIM.pack(
+            {
+                "want": 0,
+                "max_live": o.max_live_calls,
+                "rate_limit": self._limit,
+                "window_ms": self._window_ms,
+                "lease_ms": int(o.dial_lease_s * 1000),
+                "token_prefix": "",
+                "hist_limit": o.history_limit,
+                "promote_limit": o.promote_limit,
+                "ring_grace_ms": int((o.dial_lease_s + o.ring_timeout_s + o.grace_s) * 1000),
+                "default_max_duration_ms": o.default_max_duration_s * 1000,
+                "retention_ms": o.retention_s * 1000,
+                "rate_margin_ms": o.rate_margin_ms,
+                "one_line": "1" if o.one_call_per_number else "0",
+                "line_wait_ms": int(o.line_wait_s * 1000),
+                "day_cap": o.max_attempts_per_number_per_day,
+                "clock_ms": 0,
+                "worker": "",
+            }
+        )
+        self._event_keys = EVENT.keys_of(k)
+        # Events take no jitter from the block: each event carries its own rand.
+        self._event_args = EVENT.pack({"channel": k.wake_channel, "policy": self._policy_args(0.0)})
+        self._enqueue_keys = ENQUEUE.keys_of(k, batch_or_seq=k.seq)
+        self._enqueue_args = ENQUEUE.pack(
+            {
+                "channel": k.wake_channel,
+                # A batch's index outlives its calls: retention after the last enqueue, plus
+                # 30 days.
+                "batch_ttl_ms": (o.retention_s + 30 * 86_400) * 1000,
+                "has_batch": "0",
+                "batch_id": "",
+                "first_seq": 0,
+                "take": 0,
+            }
         )
 
     # -- settle policy, passed to every script that may end an attempt ----------------------
@@ -181,23 +236,14 @@ class CallQueue:
     ) -> tuple[list[str], list[ScriptArg]]:
         """enqueue.lua's keys and arguments. ``seq``: the arrival number of the first call
         (0: the script takes ``take`` numbers, or one per call)."""
-        k = self.keys
-        keys = [
-            k.prefix,
-            k.campaign_index,
-            k.scheduled,
-            k.seq,
-            k.stats,
-            k.batch(batch_id) if batch_id else k.seq,
-            k.dnc,
-            k.control,
-            k.campaigns,
-        ]
-        # A batch's index outlives its calls: retention after the last enqueue, plus 30 days.
-        batch_ttl_ms = (self.options.retention_s + 30 * 86_400) * 1000
-        args: list[ScriptArg] = [k.wake_channel, batch_ttl_ms]
-        args += ["1", batch_id] if batch_id else ["0", ""]
-        args += [seq, take or len(rows)]
+        keys = self._enqueue_keys.copy()
+        args = self._enqueue_args.copy()
+        if batch_id:
+            keys[_ENQUEUE_BATCH_KEY] = self.keys.batch(batch_id)
+            args[_ENQUEUE_HAS_BATCH] = "1"
+            args[_ENQUEUE_BATCH_ID] = batch_id
+        args[_ENQUEUE_FIRST_SEQ] = seq
+        args[_ENQUEUE_TAKE] = take or len(rows)
         for _, key, row_args in rows:
             keys.append(key)
             args += row_args
@@ -232,7 +278,7 @@ class CallQueue:
         for zone in sorted(set(zones)):
             args += [zone, zone_offset_entry(zone, now)]
         if args:
-            await self._scripts.zones(self.client, [self.keys.zone_offsets], args)
+            await self._scripts.zones(self.client, ZONES.keys_of(self.keys), args)
         self._zones_known.update(zones)
 
     async def refresh_zones(self, now_ms: int | None = None) -> int:
@@ -326,47 +372,12 @@ class CallQueue:
         """Up to ``want`` calls to dial now, owned by ``worker_id`` (see ``reap``). ``at_ms``:
         decide as if the time were that (epoch ms) instead of the server clock's - for tests of
         calling windows."""
-        k, o = self.keys, self.options
-        reply = await self._scripts.claim(
-            self.client,
-            [
-                k.prefix,
-                k.campaign_index,
-                k.scheduled,
-                k.live,
-                k.leases,
-                k.rate_log,
-                k.stats,
-                k.dials_per_second,
-                k.control,
-                k.call_prefix,
-                k.dnc,
-                k.finished,
-                k.dead,
-                k.zone_offsets,
-                k.lines,
-            ],
-            [
-                want,
-                o.max_live_calls,
-                self._limit,
-                self._window_ms,
-                int(o.dial_lease_s * 1000),
-                secrets.token_hex(6) + ":",
-                o.history_limit,
-                o.promote_limit,
-                k.wake_channel,
-                int((o.dial_lease_s + o.ring_timeout_s + o.grace_s) * 1000),
-                o.default_max_duration_s * 1000,
-                o.retention_s * 1000,
-                o.rate_margin_ms,
-                "1" if o.one_call_per_number else "0",
-                int(o.line_wait_s * 1000),
-                o.max_attempts_per_number_per_day,
-                at_ms or 0,
-                worker_id,
-            ],
-        )
+        args = self._claim_args.copy()
+        args[_CLAIM_WANT] = want
+        args[_CLAIM_TOKEN] = secrets.token_hex(6) + ":"
+        args[_CLAIM_CLOCK] = at_ms or 0
+        args[_CLAIM_WORKER] = worker_id
+        reply = await self._scripts.claim(self.client, self._claim_keys, args)
         now = int(reply[0])
         calls = []
         for i in range(4, len(reply), 4):
@@ -404,11 +415,8 @@ class CallQueue:
     ) -> tuple[Script, list[str], list[ScriptArg]]:
         """One event.lua run for ``events`` (applied in order, each as if alone)."""
         k = self.keys
-        keys = [
-            k.prefix, k.campaign_index, k.live, k.leases, k.scheduled, k.finished, k.dead,
-            k.stats, k.control,
-        ]  # fmt: skip
-        args: list[ScriptArg] = [k.wake_channel, *self._policy_args(0.0)]
+        keys = self._event_keys.copy()
+        args = self._event_args.copy()
         for ev in events:
             e = ev.end
             answered = (
@@ -513,33 +521,26 @@ class CallQueue:
         its dial-rate token is given back as well.
         """
         k = self.keys
+        args = RELEASE.pack(
+            {
+                "call_id": call.call_id,
+                "attempt": call.attempt,
+                "token": call.token,
+                "delay_ms": delay_ms,
+                "reason": reason,
+                "channel": k.wake_channel,
+                "policy": self._policy_args(),
+                "throttle": "1" if throttle else "0",
+                "unsent": "1" if unsent else "0",
+                "pacing_interval_ms": (
+                    (self._window_ms - self.options.rate_margin_ms) / self._limit
+                    if self._limit
+                    else 0
+                ),
+            }
+        )
         reply = await self._scripts.release(
-            self.client,
-            [
-                k.call(call.call_id),
-                k.prefix,
-                k.campaign_index,
-                k.scheduled,
-                k.live,
-                k.leases,
-                k.finished,
-                k.dead,
-                k.stats,
-                k.control,
-                k.rate_log,
-            ],
-            [
-                call.call_id,
-                call.attempt,
-                call.token,
-                delay_ms,
-                reason,
-                k.wake_channel,
-                *self._policy_args(),
-                "1" if throttle else "0",
-                "1" if unsent else "0",
-                (self._window_ms - self.options.rate_margin_ms) / self._limit if self._limit else 0,
-            ],
+            self.client, RELEASE.keys_of(k, call=k.call(call.call_id)), args
         )
         return EventResult(
             applied=text(reply[0]) == "ok",
@@ -550,19 +551,16 @@ class CallQueue:
     # -- cancel, reap, control ----------------------------------------------------------------
     async def cancel(self, call_id: str, reason: str = "cancelled by request") -> CancelResult:
         k = self.keys
+        args = CANCEL.pack(
+            {
+                "call_id": call_id,
+                "reason": reason,
+                "channel": k.wake_channel,
+                "policy": self._policy_args(),
+            }
+        )
         reply = await self._scripts.cancel(
-            self.client,
-            [
-                k.call(call_id),
-                k.prefix,
-                k.scheduled,
-                k.finished,
-                k.dead,
-                k.stats,
-                k.campaign_index,
-                k.control,
-            ],
-            [call_id, reason, k.wake_channel, *self._policy_args()],
+            self.client, CANCEL.keys_of(k, call=k.call(call_id)), args
         )
         status = text(reply[1])
         return CancelResult(
@@ -585,35 +583,18 @@ class CallQueue:
         if worker_ttl_s is None:
             worker_ttl_s = self.options.worker_ttl_s
         k = self.keys
-        reply = await self._scripts.reap(
-            self.client,
-            [
-                k.live,
-                k.leases,
-                k.scheduled,
-                k.finished,
-                k.dead,
-                k.stats,
-                k.prefix,
-                k.workers,
-                k.dials_per_second,
-                k.call_prefix,
-                k.campaign_index,
-                k.control,
-                k.campaigns,
-                k.campaigns_done,
-                k.worker_info,
-            ],
-            [
-                limit,
-                worker_id,
-                int(worker_ttl_s * 1000),
-                k.wake_channel,
-                *self._policy_args(),
-                "1" if leaving else "0",
-                "1" if calls_end_with_worker else "0",
-            ],
+        args = REAP.pack(
+            {
+                "limit": limit,
+                "worker": worker_id,
+                "worker_ttl_ms": int(worker_ttl_s * 1000),
+                "channel": k.wake_channel,
+                "policy": self._policy_args(),
+                "leaving": "1" if leaving else "0",
+                "calls_end_with_worker": "1" if calls_end_with_worker else "0",
+            }
         )
+        reply = await self._scripts.reap(self.client, REAP.keys_of(k), args)
         expiry = int(reply[2])
         return ReapResult(
             int(reply[0]),
@@ -628,13 +609,15 @@ class CallQueue:
         """Puts E.164 numbers on the do-not-call list; returns how many were new."""
         if not numbers:
             return 0
-        return int(await self._scripts.dnc(self.client, [self.keys.dnc], ["add", *numbers]))
+        args = [*DNC.pack({"op": "add"}), *numbers]
+        return int(await self._scripts.dnc(self.client, DNC.keys_of(self.keys), args))
 
     async def dnc_remove(self, numbers: Sequence[str]) -> int:
         """Takes numbers off the do-not-call list; returns how many were on it."""
         if not numbers:
             return 0
-        return int(await self._scripts.dnc(self.client, [self.keys.dnc], ["remove", *numbers]))
+        args = [*DNC.pack({"op": "remove"}), *numbers]
+        return int(await self._scripts.dnc(self.client, DNC.keys_of(self.keys), args))
 
     async def dnc_contains(self, numbers: Sequence[str]) -> list[bool]:
         if not numbers:
@@ -647,17 +630,15 @@ class CallQueue:
         return int(nxt), sorted(text(m) for m in members)
 
     async def set_paused(self, paused: bool) -> None:
-        k = self.keys
-        await self._scripts.control(
-            self.client, [k.control], ["paused", "1" if paused else "0", k.wake_channel]
-        )
+        await self._control("paused", "1" if paused else "0")
 
     async def report_problem(self, part: str, reason: str) -> None:
         """Records why ``part`` (carrier, agent) stops dispatch ('' clears it) for /api/health."""
-        k = self.keys
-        await self._scripts.control(
-            self.client, [k.control], [f"{part}_error", reason, k.wake_channel]
-        )
+        await self._control(f"{part}_error", reason)
+
+    async def _control(self, field: str, value: str) -> None:
+        args = CONTROL.pack({"field": field, "value": value, "channel": self.keys.wake_channel})
+        await self._scripts.control(self.client, CONTROL.keys_of(self.keys), args)
 
     async def problems(self) -> dict[str, str]:
         """What currently stops dispatch, by part (carrier, agent)."""

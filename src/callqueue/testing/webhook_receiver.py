@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from callqueue.status_webhooks import verify
 from callqueue.testing.fake_server import serve_asgi
-from callqueue.webhooks import verify
 
 
 @dataclass

@@ -17,14 +17,14 @@ from callqueue.api.errors import (
     NOT_DURABLE_DOC,
     ApiError,
     ErrorDetail,
-    clean_errors,
     error_doc,
 )
-from callqueue.api.schemas import MAX_BULK_CALLS, SEED_BULK, BulkEnvelope, BulkQueueRequest
-from callqueue.api.specs import BulkRow, RowRejection, bulk_specs
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import BatchCounts, batch_counts
 from callqueue.models import EnqueueResult, EnqueueState
+from callqueue.schemas.calls import MAX_BULK_CALLS, SEED_BULK, BulkEnvelope, BulkQueueRequest
+from callqueue.schemas.specs import BulkRow, RowRejection, bulk_specs
+from callqueue.schemas.validation import clean_errors
 
 router = APIRouter(tags=["batches"])
 

@@ -10,9 +10,12 @@ from fastapi import APIRouter, Path, Request, Response, status
 from callqueue.api.bodies import json_body_doc, read_model
 from callqueue.api.deps import QueueDep, SettingsDep
 from callqueue.api.errors import NO_WEBHOOK_SECRET, NOT_DURABLE_DOC, ApiError, error_doc
-from callqueue.api.schemas import SEED_CALL, QueueCallRequest
-from callqueue.api.specs import single_spec
-from callqueue.api.views import (
+from callqueue.engine.queue import CallQueue
+from callqueue.engine.reads import live_calls
+from callqueue.models import CallStatus, EnqueueState
+from callqueue.schemas.calls import SEED_CALL, QueueCallRequest
+from callqueue.schemas.specs import single_spec
+from callqueue.schemas.views import (
     ActiveCallsView,
     ActiveCallView,
     CallView,
@@ -20,9 +23,6 @@ from callqueue.api.views import (
     QueuedCall,
     at_or_none,
 )
-from callqueue.engine.queue import CallQueue
-from callqueue.engine.reads import live_calls
-from callqueue.models import CallStatus, EnqueueState
 
 router = APIRouter(prefix="/api/calls", tags=["calls"])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -13,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from callqueue.api.campaign_schemas import CampaignSettings, NewCampaign, settings_view
+from callqueue import csv_import
 from callqueue.api.deps import QueueDep
 from callqueue.api.errors import (
     NO_WEBHOOK_SECRET,
@@ -23,12 +22,12 @@ from callqueue.api.errors import (
     not_durable_msg,
 )
 from callqueue.api.limits import IMPORT_MAX_BODY, capped_receive
-from callqueue.api.views import at
 from callqueue.engine.campaigns import CampaignEngine, CampaignNotFound, CampaignStateConflict
 from callqueue.engine.durability import NotDurable
 from callqueue.engine.queue import CallQueue
-from callqueue.engine.reads import CampaignState, campaign_page, campaign_states
+from callqueue.engine.reads import campaign_page, campaign_states
 from callqueue.models import Priority
+from callqueue.schemas.campaigns import CampaignSettings, CampaignView, NewCampaign
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
 
@@ -39,71 +38,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_doc("No campaign has th
 #: Far past any real list, and small enough that Redis can count past it (its ranks are signed
 #: 64-bit: a larger offset was a 500).
 MAX_OFFSET = 1_000_000_000
-
-
-class ProgressView(BaseModel):
-    counts: dict[str, int] = Field(
-        ..., description="Calls by status: queued, scheduled (waiting for a time: scheduled_at, "
-        "a retry, or the calling window), dialing, ringing and in_progress now (as "
-        "/api/calls/active shows them); completed, failed and cancelled in all.",
-    )  # fmt: skip
-    open_calls: int = Field(..., description="Calls not final yet.")
-    live_calls: int = Field(..., description="Calls holding a live-call slot now.")
-    attempts: int = Field(..., description="Attempts that ended.")
-    outcomes: dict[str, int] = Field(..., description="Ended attempts by outcome.")
-    connect_rate: float | None = Field(
-        None, description="Attempts answered by a person over attempts that ended."
-    )
-    average_duration_seconds: float | None = Field(
-        None, description="Mean talk time of completed attempts."
-    )
-    dial_rate_per_second: float = Field(..., description="Dials started, last minute's mean.")
-    expected_finish_at: datetime | None = Field(
-        None, description="When every open call will have been dialed again at the last "
-        "minute's pace (null: nothing dialed in that minute).",
-    )  # fmt: skip
-
-
-class SettingsView(CampaignSettings):
-    call_config: dict[str, Any] | None = Field(  # type: ignore[assignment]
-        None, description="Defaults for the campaign's calls, as given (a call's own "
-        "call_config fields win; variables are merged key by key).",
-    )  # fmt: skip
-
-
-class CampaignView(BaseModel):
-    campaign_id: str = Field(..., description="Its id.", examples=["campaign-123"])
-    status: str = Field(
-        ..., description="active, paused, cancelled, or completed (every call final).",
-        examples=["active"],
-    )  # fmt: skip
-    settings: SettingsView = Field(..., description="As set (null: the default).")
-    created_at: datetime = Field(..., description="When it was created.")
-    progress: ProgressView = Field(..., description="Where it stands.")
-
-    @classmethod
-    def of(cls, state: CampaignState) -> CampaignView:
-        c = state.counters
-        eta = state.eta_s
-        return cls(
-            campaign_id=state.campaign_id,
-            status=state.status,
-            settings=SettingsView.model_validate(settings_view(state.settings)),
-            created_at=at(state.created_ms or state.now_ms),
-            progress=ProgressView(
-                counts={s.value: n for s, n in state.counts.items()},
-                open_calls=state.open,
-                live_calls=state.live,
-                attempts=state.attempts,
-                outcomes={o.value: n for o, n in c.outcomes.items() if n},
-                connect_rate=state.connect_rate,
-                average_duration_seconds=c.talk_time_s / c.talked if c.talked else None,
-                dial_rate_per_second=state.dial_rate_per_s,
-                expected_finish_at=(
-                    at(state.now_ms) + timedelta(seconds=eta) if eta is not None else None
-                ),
-            ),
-        )
 
 
 class CampaignList(BaseModel):
@@ -405,7 +339,6 @@ async def import_calls(
     Posting the same file again queues nothing twice (200). A campaign not created before is
     created with default settings, as when calls name it. Send the file as multipart
     (`file` field) or as a `text/csv` body, UTF-8 (a BOM is fine), at most 50 MB."""
-    from callqueue import imports
 
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     content_type = request.headers.get("content-type", "")
@@ -439,14 +372,14 @@ async def import_calls(
         raise ApiError(422, "send the CSV as multipart/form-data (field 'file') or as text/csv",
                        ("body",), "content_type")  # fmt: skip
     try:
-        mapping = imports.ColumnMapping.of(phone_column, id_column, var,
+        mapping = csv_import.ColumnMapping.of(phone_column, id_column, var,
                                            all_columns_as_variables, priority)  # fmt: skip
         defaults = await request.app.state.campaign_defaults.get([campaign_id])
-        result = await imports.import_csv(
+        result = await csv_import.import_csv(
             queue, binary, campaign_id, mapping, name=name, batch_size=batch_size,
             defaults=defaults, keep_rejected=MAX_LISTED_REJECTIONS,
         )  # fmt: skip
-    except imports.CsvImportError as exc:
+    except csv_import.CsvImportError as exc:
         where = loc
         if exc.option == "campaign":
             where = ("path", "campaign_id")

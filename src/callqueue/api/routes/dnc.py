@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callqueue.api.deps import QueueDep
 from callqueue.api.errors import ApiError
-from callqueue.api.schemas import normalize_phone
+from callqueue.schemas.calls import normalize_phone
 
 router = APIRouter(prefix="/api/dnc", tags=["dnc"])
 MAX_NUMBERS = 10_000

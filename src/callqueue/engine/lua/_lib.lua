@@ -1,12 +1,11 @@
--- Shared helpers, prepended to every script by engine/scripts.py (after the generated
--- ALLOWED table of status transitions, which comes from callqueue.models.TRANSITIONS).
+-- Shared helpers of the function library that engine/scripts.py builds: it puts this file once
+-- into the library, after the constants it generates from Python (ALLOWED, the status
+-- transitions from callqueue.models.TRANSITIONS; TERMINAL and LIVE, the status sets from
+-- models; PHASE, the phase of each carrier event from engine/contracts.py; KEY, the names of
+-- the keys derived from the queue prefix, from engine/keys.py) and _window.lua and _park.lua,
+-- and before the transitions, each wrapped as a function of the library.
 -- Conventions: times are epoch milliseconds from the server clock (TIME), so every worker
 -- on every machine shares one clock; replies start with a status code string.
-
-local TERMINAL = {completed = true, failed = true, cancelled = true}
-local LIVE = {dialing = true, ringing = true, in_progress = true}
--- Phase of the current attempt: a carrier event never moves it backwards.
-local PHASE = {accepted = 1, ringing = 1, answered = 2, ended = 3}
 
 -- Per-invocation state, reset by the wrapper engine/scripts.py puts around every function:
 -- counter increments are summed here and written once per field at the end of the run (a
@@ -20,7 +19,7 @@ local MAYBE_DONE = {}  -- campaigns whose last open call may have ended in this 
 local HOOKS = nil
 
 -- Completed campaigns that their first call made, by when (keys.py: campaigns_done).
-local function done_key(prefix) return prefix .. 'campaigns_done' end
+local function done_key(prefix) return prefix .. KEY.campaigns_done end
 
 local function invocation_start()
   PENDING = {}
@@ -40,7 +39,7 @@ local HOOKS_MAXLEN = 1000000
 
 local function hooks_init(prefix, ctl)
   local f = redis.call('HMGET', ctl, 'hk_call', 'hk_all')
-  HOOKS = {stream = prefix .. 'hooks', calls = f[1] == '1', all = f[2] == '1', prefix = prefix}
+  HOOKS = {stream = prefix .. KEY.hooks, calls = f[1] == '1', all = f[2] == '1', prefix = prefix}
 end
 
 local function hook_add(kind, id, status, at, cp, url)
@@ -80,11 +79,10 @@ local function stats_flush()
 end
 
 -- Keys derived from the queue prefix (passed in KEYS: it carries the queue's hash tag, so every
--- derived key is in the same cluster slot). The names mirror engine/keys.py.
-local function ckey(prefix, kind, cp) return prefix .. kind .. ':' .. cp end
+-- derived key is in the same cluster slot) are named by KEY, generated from engine/keys.py.
 -- The attempts a worker has in flight (keys.py: worker_calls). A claim adds the call and records
 -- its worker in the call's `wk`; whatever ends or gives back the attempt takes it out again.
-local function worker_calls_key(prefix, worker) return prefix .. 'wc:' .. worker end
+local function worker_calls_key(prefix, worker) return prefix .. KEY.worker_calls .. worker end
 local function disown(prefix, worker, id)
   if worker and worker ~= '' then redis.call('SREM', worker_calls_key(prefix, worker), id) end
 end
@@ -97,9 +95,9 @@ local DEFAULT_RETRIES = 3
 local function campaign(prefix, cp)
   local c = CAMPAIGNS[cp]
   if c then return c end
-  c = {id = cp, prefix = prefix, st = 'active', mc = 0, rl = 0, w = 1, key = ckey(prefix, 'cp', cp),
-    ready = ckey(prefix, 'r', cp), live = ckey(prefix, 'lv', cp), rate = ckey(prefix, 'rt', cp),
-    stats = ckey(prefix, 'cs', cp), dps = ckey(prefix, 'cd', cp)}
+  c = {id = cp, prefix = prefix, st = 'active', mc = 0, rl = 0, w = 1, key = prefix .. KEY.campaign .. cp,
+    ready = prefix .. KEY.ready .. cp, live = prefix .. KEY.live .. cp,
+    rate = prefix .. KEY.rate .. cp, stats = prefix .. KEY.stats .. cp, dps = prefix .. KEY.dps .. cp}
   if cp ~= '' then
     local f = redis.call('HMGET', c.key, 'st', 'mc', 'rl', 'w', 'win', 'wtz', 'rp', 'wp', 'wh',
       'we', 'auto')
@@ -201,7 +199,7 @@ local function move_with(key, from, to, at, note, hist_limit, h, n, ...)
     local w = redis.call('HMGET', key, 'wh', 'we', 'cp')
     local url, events = w[1], w[2]
     if not url and w[3] then
-      local cf = redis.call('HMGET', ckey(HOOKS.prefix, 'cp', w[3]), 'wh', 'we')
+      local cf = redis.call('HMGET', HOOKS.prefix .. KEY.campaign .. w[3], 'wh', 'we')
       url, events = cf[1], cf[2]
     end
     if url and events == 'all' then
@@ -307,7 +305,7 @@ local function zone_entries(prefix, c, tz)
   for zone in string.gmatch(names, '[^,]+') do
     local e = OFFSETS[zone]
     if e == nil then
-      e = redis.call('HGET', prefix .. 'tzoff', zone) or false
+      e = redis.call('HGET', prefix .. KEY.zone_offsets, zone) or false
       OFFSETS[zone] = e
     end
     if not e then return nil end
@@ -334,7 +332,7 @@ end
 -- One person, one line: the number's line is free again once this call's attempt is over.
 local function free_line(prefix, phone, id)
   if phone then
-    local lines = prefix .. 'lines'
+    local lines = prefix .. KEY.lines
     if redis.call('HGET', lines, phone) == id then redis.call('HDEL', lines, phone) end
   end
 end

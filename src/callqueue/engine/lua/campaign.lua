@@ -88,7 +88,7 @@ elseif op == 'cancel' then
   c.st = 'cancelled'
   if cursor == 0 then window_recheck_drop(prefix, cp) end
   local done = 0
-  local call_prefix = prefix .. 'c:'
+  local call_prefix = prefix .. KEY.call
   -- Queued calls first, a slice at a time.
   local popped = redis.call('ZPOPMIN', c.ready, limit)
   for i = 1, #popped, 2 do

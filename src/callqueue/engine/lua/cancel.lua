@@ -3,7 +3,8 @@
 -- wake channel (message "h <id> <attempt> <carrier id>") for whoever holds the carrier call.
 -- KEYS[1] call key  KEYS[2] queue prefix (derived keys)  KEYS[3] sched  KEYS[4] finished
 -- KEYS[5] dead  KEYS[6] stats  KEYS[7] campaign index  KEYS[8] control
--- ARGV[1] call id  ARGV[2] reason  ARGV[3] wake channel  ARGV[4..12] settle policy
+-- ARGV[1] call id  ARGV[2] reason  ARGV[3] wake channel
+-- ARGV[4..13] settle policy (see parse_policy)
 -- Returns: {code, status, attempt, carrier call id}; code is cancelled | hangup | final |
 --   not_found
 local key = KEYS[1]

@@ -7,18 +7,19 @@
 -- KEYS[5] leases  KEYS[6] rate log  KEYS[7] stats  KEYS[8] dials-per-second  KEYS[9] control
 -- KEYS[10] call key prefix (same slot: call keys are popped here, so their names are derived
 --   from it)  KEYS[11] do-not-call set  KEYS[12] finished  KEYS[13] dead
--- KEYS[14] time-zone offsets (zone -> "before|transition ms|after", see windows.py)
+-- KEYS[14] lines (number -> the call live on it)
+-- (The time-zone offsets of calling windows are read through zone_entries in _lib.lua, by the
+-- name KEY.zone_offsets; the daily attempts per number through KEY.number_attempts.)
 -- ARGV[1] want  ARGV[2] max_live (0: no cap)  ARGV[3] rate limit per window (0: none)
 -- ARGV[4] window ms  ARGV[5] lease ms  ARGV[6] token prefix  ARGV[7] hist_limit
--- ARGV[8] promote limit  ARGV[9] wake channel  ARGV[10] dial lease + ring timeout + grace ms
--- ARGV[11] default max duration ms (for calls that set none)  ARGV[12] retention ms
--- ARGV[13] rate margin ms (added to a campaign limiter's window, as to the global one)
--- ARGV[14] one call per number (0/1)  ARGV[15] how long a call to a busy number waits, ms
--- ARGV[16] attempts allowed per number per UTC day (0: no cap)
--- ARGV[17] clock override ms (0: the server clock; tests of calling windows set it)
--- ARGV[18] the claiming worker's id ('': none, as in tests that claim by hand): recorded in the
+-- ARGV[8] promote limit  ARGV[9] dial lease + ring timeout + grace ms
+-- ARGV[10] default max duration ms (for calls that set none)  ARGV[11] retention ms
+-- ARGV[12] rate margin ms (added to a campaign limiter's window, as to the global one)
+-- ARGV[13] one call per number (0/1)  ARGV[14] how long a call to a busy number waits, ms
+-- ARGV[15] attempts allowed per number per UTC day (0: no cap)
+-- ARGV[16] clock override ms (0: the server clock; tests of calling windows set it)
+-- ARGV[17] the claiming worker's id ('': none, as in tests that claim by hand): recorded in the
 --   call (`wk`) and in the worker's in-flight set, so a dead worker's attempts are found at once
--- KEYS[15] lines (number -> the call live on it)
 -- Just before a call is dialed it is checked again: a number that joined the do-not-call list
 -- after it was queued is cancelled; a call outside its campaign's calling window (in the
 -- callee's local time, in every time zone of the number) is scheduled for the next opening.
@@ -27,21 +28,20 @@
 --   ...}; blocked is '' | empty | paused | rate | concurrency
 local prefix, index, sched, live, leases, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
--- (KEYS[14], the zone offsets, is read through zone_entries in _lib.lua.)
 local stats, dps, ctl, call_prefix, dnc = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local want, max_live, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, lease_ms, tok_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local hist_limit, promote_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
-local ring_grace_ms, default_md_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
-local margin_ms = tonumber(ARGV[13])
-local one_line, line_wait, day_cap = ARGV[14] == '1', tonumber(ARGV[15]), tonumber(ARGV[16])
-local lines = KEYS[15]
-local worker = ARGV[18]
+local ring_grace_ms, default_md_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
+local margin_ms = tonumber(ARGV[12])
+local one_line, line_wait, day_cap = ARGV[13] == '1', tonumber(ARGV[14]), tonumber(ARGV[15])
+local lines = KEYS[14]
+local worker = ARGV[17]
 local owned = worker ~= '' and worker_calls_key(prefix, worker) or nil
 local K = {prefix = prefix, index = index, ctl = ctl, finished = KEYS[12], dead = KEYS[13],
   stats = stats, sched = sched}
-local P = {retention_ms = tonumber(ARGV[12]), hist_limit = hist_limit}
-local now = tonumber(ARGV[17]) > 0 and tonumber(ARGV[17]) or now_ms()
+local P = {retention_ms = tonumber(ARGV[11]), hist_limit = hist_limit}
+local now = tonumber(ARGV[16]) > 0 and tonumber(ARGV[16]) or now_ms()
 hooks_init(prefix, ctl)
 
 -- 1. Promote scheduled calls whose time has come, at their original place in line.
@@ -200,7 +200,7 @@ local function take(c, id)
   local day_key
   if day_cap > 0 and phone then
     local day = math.floor(now / 86400000)
-    day_key = prefix .. 'npd:' .. day
+    day_key = prefix .. KEY.number_attempts .. day
     if tonumber(redis.call('HGET', day_key, phone) or '0') >= day_cap then
       local tomorrow = (day + 1) * 86400000
       local err = move_with(key, 'queued', 'scheduled', now, 'this number had its ' .. day_cap ..

@@ -69,7 +69,7 @@ for i, id in ipairs(expired) do
   else
     redis.call('ZREM', K.live, id)
     local cp = f[1] and redis.call('HGET', key, 'cp') or nil
-    if cp then redis.call('ZREM', ckey(K.prefix, 'lv', cp), id) end
+    if cp then redis.call('ZREM', K.prefix .. KEY.live .. cp, id) end
   end
 end
 
@@ -140,7 +140,7 @@ end
 local oldest = math.floor(now / 1000) - 60
 local counters = {dps}
 for _, cp in ipairs(redis.call('ZRANGE', K.index, 0, 99)) do
-  counters[#counters + 1] = ckey(K.prefix, 'cd', cp)
+  counters[#counters + 1] = K.prefix .. KEY.dps .. cp
 end
 for _, key in ipairs(counters) do
   local old = {}

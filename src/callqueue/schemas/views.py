@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from callqueue.engine.reads import LiveCall
+from callqueue.engine.reads import LiveCall, QueueSnapshot
 from callqueue.models import Attempt, CallRecord, CallStatus, Outcome, Priority
 
 
@@ -181,3 +181,86 @@ class ActiveCallsView(BaseModel):
     count: int = Field(..., description="Live calls listed.")
     max_concurrent_calls: int = Field(..., description="MAX_CONCURRENT_CALLS (0: no cap).")
     calls: list[ActiveCallView] = Field(..., description="Oldest attempt first.")
+
+
+class LiveCallsView(BaseModel):
+    current: int = Field(..., description="Calls holding a live-call slot now.")
+    limit: int = Field(..., description="MAX_CONCURRENT_CALLS (0: no cap).")
+
+
+class DialRateView(BaseModel):
+    last_second: int = Field(..., description="Dials granted in the last second.")
+    limit_per_second: float = Field(..., description="RATE_LIMIT_PER_SECOND (0: no limit).")
+    last_minute: int = Field(..., description="Dials granted in the last minute.")
+    peak_per_second: int = Field(..., description="Most dials in one second, last minute.")
+
+
+class WorkersView(BaseModel):
+    alive: int = Field(..., description="Dispatchers with a heartbeat in the last 10 s.")
+    ids: list[str] = Field(..., description="Their ids (host:pid:random).")
+
+
+class QueueStatusView(BaseModel):
+    queue: str = Field(..., description="QUEUE_NAME.", examples=["default"])
+    paused: bool = Field(..., description="Dispatch is paused: nothing new is dialed.")
+    pending: int = Field(..., description="Calls waiting: queued + scheduled.")
+    counts: dict[str, int] = Field(
+        ..., description="Calls by status: queued, scheduled and live ones now; completed, "
+        "failed and cancelled since the queue began.",
+    )  # fmt: skip
+    queued_by_priority: dict[str, int] = Field(..., description="Queued calls by priority.")
+    scheduled: int = Field(..., description="Calls waiting for a time (scheduled_at, retry).")
+    live_calls: LiveCallsView = Field(..., description="Live calls against the cap.")
+    dial_rate: DialRateView = Field(..., description="Dials started against the limit.")
+    enqueued_total: int = Field(..., description="Calls ever queued.")
+    dialed_total: int = Field(..., description="Dials ever granted (attempts).")
+    attempt_outcomes: dict[str, int] = Field(..., description="Finished attempts by outcome.")
+    success_rate: float | None = Field(
+        None, description="Completed calls over completed + failed ones; null before any."
+    )
+    failure_rate: float | None = Field(None, description="1 - success_rate.")
+    average_call_duration_seconds: float | None = Field(
+        None, description="Mean talk time of completed attempts."
+    )
+    workers: WorkersView = Field(..., description="Dispatchers alive.")
+    dispatch_blocked: dict[str, str] = Field(
+        default_factory=dict,
+        description="What workers report stops them placing calls, by part (carrier: the "
+        "carrier refused our credentials or cannot be reached; agent: the agent server is "
+        "down), with the reason.",
+    )
+    server_time: datetime = Field(..., description="Redis server clock, for the figures.")
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        snap: QueueSnapshot,
+        max_live: int,
+        rate: float,
+        blocked: dict[str, str] | None = None,
+    ) -> QueueStatusView:
+        return cls(
+            queue=name,
+            paused=snap.paused,
+            pending=snap.queued + snap.scheduled,
+            counts={s.value: n for s, n in snap.counts.items()},
+            queued_by_priority={p.value: n for p, n in snap.queued_by_priority.items()},
+            scheduled=snap.scheduled,
+            live_calls=LiveCallsView(current=snap.live_slots, limit=max_live),
+            dial_rate=DialRateView(
+                last_second=snap.dials_last_second,
+                limit_per_second=rate,
+                last_minute=snap.dials_last_minute,
+                peak_per_second=snap.peak_dials_per_second,
+            ),
+            enqueued_total=snap.enqueued,
+            dialed_total=snap.dialed,
+            attempt_outcomes={o.value: n for o, n in snap.outcomes.items()},
+            success_rate=snap.success_rate,
+            failure_rate=snap.failure_rate,
+            average_call_duration_seconds=snap.average_duration_s,
+            workers=WorkersView(alive=len(snap.workers), ids=snap.workers),
+            dispatch_blocked=blocked or {},
+            server_time=at(snap.now_ms),
+        )

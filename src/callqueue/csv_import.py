@@ -51,12 +51,12 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from callqueue.api.campaign_defaults import CampaignDefaults
-from callqueue.api.errors import clean_errors
-from callqueue.api.schemas import QueueCallRequest
-from callqueue.api.specs import Defaults, to_spec
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallSpec, EnqueueResult, EnqueueState, Priority
+from callqueue.schemas.calls import QueueCallRequest
+from callqueue.schemas.campaign_defaults import CampaignDefaults
+from callqueue.schemas.specs import Defaults, to_spec
+from callqueue.schemas.validation import clean_errors
 
 PHONE_HEADERS = ("phone_number", "phone", "number", "mobile")
 ID_HEADERS = ("custom_call_id", "call_id")

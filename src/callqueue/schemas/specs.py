@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from callqueue.api.campaign_schemas import with_defaults
-from callqueue.api.errors import clean_errors
-from callqueue.api.schemas import QueueCallRequest
 from callqueue.models import CallSpec
+from callqueue.schemas.calls import QueueCallRequest
+from callqueue.schemas.campaigns import with_defaults
+from callqueue.schemas.validation import clean_errors
 
 #: Namespace of the ids given to bulk rows without custom_call_id (uuid5 of batch id + index).
 BATCH_ROW_NAMESPACE = uuid.UUID("6f1c0c4e-3b7a-4f7e-9d1e-6a1f5b0c2d41")

@@ -12,7 +12,7 @@ from callqueue.api.deps import QueueDep
 from callqueue.api.errors import ApiError, error_doc
 from callqueue.engine.outbox import HookOutbox
 from callqueue.engine.queue import CallQueue
-from callqueue.webhooks import Event
+from callqueue.status_webhooks import Event
 
 router = APIRouter(prefix="/api/status-webhooks", tags=["webhooks"])
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from callqueue.api.deps import QueueDep, SettingsDep
 from callqueue.api.errors import error_doc
-from callqueue.api.routes.webhooks import mismatch, public_url_of, refused_callback
+from callqueue.api.routes.plivo_callbacks import mismatch, public_url_of, refused_callback
 from callqueue.carriers.callback_fields import CallbackFieldError
 from callqueue.carriers.twilio import TwilioCarrier, TwilioConfig
 from callqueue.carriers.twilio_events import callback_events, carrier_ids, checked_form

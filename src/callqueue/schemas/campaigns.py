@@ -1,15 +1,19 @@
-"""Campaign settings as the API takes them, and their stored form (campaign.lua's fields)."""
+"""Campaign settings as the API takes them, their stored form (campaign.lua's fields), and a
+campaign as GET shows it (``CampaignView``, also the body of a campaign's status webhook)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callqueue.api.schemas import ID_PATTERN, CallConfig, http_url
 from callqueue.engine.campaigns import CampaignRetry
+from callqueue.engine.reads import CampaignState
 from callqueue.models import Outcome, RetryPolicy
+from callqueue.schemas.calls import ID_PATTERN, CallConfig, http_url
+from callqueue.schemas.views import at
 from callqueue.windows import CallingWindow, zone_exists
 
 RETRYABLE = sorted(o.value for o in Outcome if o not in (Outcome.COMPLETED, Outcome.CANCELLED))
@@ -230,3 +234,68 @@ def settings_view(fields: dict[str, str]) -> dict[str, Any]:
         "webhook_url": fields.get("wh") or None,
         "webhook_events": fields.get("we") or None,
     }
+
+
+class ProgressView(BaseModel):
+    counts: dict[str, int] = Field(
+        ..., description="Calls by status: queued, scheduled (waiting for a time: scheduled_at, "
+        "a retry, or the calling window), dialing, ringing and in_progress now (as "
+        "/api/calls/active shows them); completed, failed and cancelled in all.",
+    )  # fmt: skip
+    open_calls: int = Field(..., description="Calls not final yet.")
+    live_calls: int = Field(..., description="Calls holding a live-call slot now.")
+    attempts: int = Field(..., description="Attempts that ended.")
+    outcomes: dict[str, int] = Field(..., description="Ended attempts by outcome.")
+    connect_rate: float | None = Field(
+        None, description="Attempts answered by a person over attempts that ended."
+    )
+    average_duration_seconds: float | None = Field(
+        None, description="Mean talk time of completed attempts."
+    )
+    dial_rate_per_second: float = Field(..., description="Dials started, last minute's mean.")
+    expected_finish_at: datetime | None = Field(
+        None, description="When every open call will have been dialed again at the last "
+        "minute's pace (null: nothing dialed in that minute).",
+    )  # fmt: skip
+
+
+class SettingsView(CampaignSettings):
+    call_config: dict[str, Any] | None = Field(  # type: ignore[assignment]
+        None, description="Defaults for the campaign's calls, as given (a call's own "
+        "call_config fields win; variables are merged key by key).",
+    )  # fmt: skip
+
+
+class CampaignView(BaseModel):
+    campaign_id: str = Field(..., description="Its id.", examples=["campaign-123"])
+    status: str = Field(
+        ..., description="active, paused, cancelled, or completed (every call final).",
+        examples=["active"],
+    )  # fmt: skip
+    settings: SettingsView = Field(..., description="As set (null: the default).")
+    created_at: datetime = Field(..., description="When it was created.")
+    progress: ProgressView = Field(..., description="Where it stands.")
+
+    @classmethod
+    def of(cls, state: CampaignState) -> CampaignView:
+        c = state.counters
+        eta = state.eta_s
+        return cls(
+            campaign_id=state.campaign_id,
+            status=state.status,
+            settings=SettingsView.model_validate(settings_view(state.settings)),
+            created_at=at(state.created_ms or state.now_ms),
+            progress=ProgressView(
+                counts={s.value: n for s, n in state.counts.items()},
+                open_calls=state.open,
+                live_calls=state.live,
+                attempts=state.attempts,
+                outcomes={o.value: n for o, n in c.outcomes.items() if n},
+                connect_rate=state.connect_rate,
+                average_duration_seconds=c.talk_time_s / c.talked if c.talked else None,
+                dial_rate_per_second=state.dial_rate_per_s,
+                expected_finish_at=(
+                    at(state.now_ms) + timedelta(seconds=eta) if eta is not None else None
+                ),
+            ),
+        )

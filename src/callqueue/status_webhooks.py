@@ -33,6 +33,8 @@ from callqueue.engine.codec import text
 from callqueue.engine.outbox import GROUP, HookOutbox
 from callqueue.engine.queue import CallQueue
 from callqueue.engine.reads import campaign_states
+from callqueue.schemas.campaigns import CampaignView
+from callqueue.schemas.views import CallView
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +196,8 @@ class WebhookDeliverer:
 
     # -- one delivery -------------------------------------------------------------------------
     async def payload(self, event: Event) -> dict[str, Any]:
-        """The body: the event, and the call or campaign as GET would show it now."""
-        from callqueue.api.routes.campaigns import CampaignView  # the API's own shapes
-        from callqueue.api.views import CallView
-
+        """The body: the event, and the call or campaign as GET would show it now (the API's
+        own views)."""
         body: dict[str, Any] = {
             "event": f"{event.kind}.{event.status}",
             "delivery_id": event.delivery_id,
