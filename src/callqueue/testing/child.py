@@ -84,11 +84,13 @@ async def stdin_lines() -> asyncio.StreamReader:
     return reader
 
 
+_runner: Any = asyncio.run
+with contextlib.suppress(ImportError):  # uvloop is a dependency where it exists
+    import uvloop
+
+    _runner = uvloop.run
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Runs a helper process's ``main`` on uvloop where it exists."""
-    runner: Any = asyncio.run
-    with contextlib.suppress(ImportError):  # uvloop is a dependency where it exists
-        import uvloop
-
-        runner = uvloop.run
-    runner(main)
+    _runner(main)
