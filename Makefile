@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint typecheck bench clean
+.PHONY: install run test test-fast lint typecheck bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,9 @@ lint: typecheck
 # `conftest` (pytest imports test files by bare name), so each gets a call of its own.
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	for conftest in tests/*/conftest.py; do $(BIN)/mypy $$conftest || exit 1; done
+	for conftest in tests/*/conftest.py; do \
+	  MYPYPATH=tests:tests/e2e:tests/integration:tests/api:tests/chaos $(BIN)/mypy $$conftest || exit 1; \
+	done
 
 # Everything, with branch coverage of src/callqueue, in the Python processes the tests start
 # too. The figure is printed, not enforced; `.venv/bin/coverage report` gives it by file.
@@ -41,6 +43,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The full chaos runs (5,000 calls each, several faults; about 9 minutes), then the engine
+# model's long run (about 5). Their short forms are part of `make test`. The chaos table is
+# printed and written to .chaos/results.json.
+chaos: $(STAMP)
+	CHAOS_FULL=1 $(BIN)/pytest -q -m chaos tests/chaos
+	ENGINE_MODEL_PROFILE=chaos $(BIN)/pytest -q -m model tests/integration/test_engine_model.py
 
 clean:
 	rm -rf $(VENV) .callqueue .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
