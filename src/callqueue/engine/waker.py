@@ -22,10 +22,15 @@ log = logging.getLogger(__name__)
 HangupHandler = Callable[[str, int, str], Coroutine[Any, Any, None]]
 
 
-def _pubsub_client(client: Any, channel: str) -> Any:
+def _pubsub_client(client: Any, channel: str, turn: int = 0) -> Any:
+    """The client to subscribe with. On a cluster, classic PUBLISH reaches every node, so any
+    node will do: the channel's own first, then, each time the subscription is lost (its node
+    may have died in a failover), the next of the nodes the cluster client knows."""
     if isinstance(client, RedisCluster):
-        # Classic PUBLISH reaches every node of a cluster: listen on the channel's node.
-        node = client.get_node_from_key(channel)
+        nodes = client.get_nodes()
+        node = client.get_node_from_key(channel) if turn == 0 else None
+        if node is None and nodes:
+            node = nodes[turn % len(nodes)]
         if node is None:
             raise RuntimeError(f"no cluster node serves {channel!r}")
         accepted = set(inspect.signature(Redis.__init__).parameters) - {"self", "host", "port"}
@@ -39,8 +44,10 @@ def _pubsub_client(client: Any, channel: str) -> Any:
 
 class Waker:
     def __init__(self, client: Any, channel: str, on_hangup: HangupHandler | None = None):
+        self._source = client
         self._client = _pubsub_client(client, channel)
         self._owns_client = self._client is not client
+        self._turn = 0
         self._channel = channel
         self._on_hangup = on_hangup
         self._event = asyncio.Event()
@@ -101,6 +108,12 @@ class Waker:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+            if self._owns_client:  # a cluster node: the next one, in case this one is gone
+                with contextlib.suppress(Exception):
+                    await self._client.aclose()
+                self._turn += 1
+                with contextlib.suppress(Exception):
+                    self._client = _pubsub_client(self._source, self._channel, self._turn)
 
     async def aclose(self) -> None:
         if self._task is not None:
