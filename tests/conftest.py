@@ -18,7 +18,8 @@ import pytest
 if importlib.util.find_spec("callqueue") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from callqueue.embedded import EmbeddedCluster, EmbeddedServer
+from callqueue.embedded import EmbeddedServer
+from callqueue.testing.cluster import EmbeddedCluster
 
 E2E = Path(__file__).parent / "e2e"
 

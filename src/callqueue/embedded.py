@@ -4,10 +4,11 @@ The product and its test suite use this so that nothing has to be installed or c
 
 * :class:`EmbeddedServer` runs one ``valkey-server`` process bound to 127.0.0.1 with the options a
   queue needs (``noeviction``, AOF persistence, no RDB snapshots).
-* :class:`EmbeddedCluster` runs several of them as a Redis Cluster (masters only).
 * :func:`ensure_local_server` is the no-set-up default: it shares one server per data directory
   between the processes of one machine (``callqueue api`` and ``callqueue worker``).
-* :func:`make_self_signed_tls` makes a throw-away CA and server certificate with ``openssl``.
+
+The suite's cluster and TLS helpers, built on this, are in ``callqueue.testing`` (``cluster``,
+``tls``): test-only code does not ship in the launcher's module.
 
 A server never outlives the Python process that started it: an ``atexit`` hook stops every server
 still running, and on Linux the server is also asked to receive SIGTERM if the starting (main)
@@ -22,7 +23,6 @@ import ctypes
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -42,12 +42,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 __all__ = [
-    "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
     "TlsFiles",
     "ensure_local_server",
-    "make_self_signed_tls",
     "server_binary",
 ]
 
@@ -195,7 +193,7 @@ def _free_port() -> int:
         return port
 
 
-def _tail(path: Path, offset: int = 0, lines: int = 25) -> str:
+def tail_of_log(path: Path, offset: int = 0, lines: int = 25) -> str:
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
@@ -499,7 +497,7 @@ class EmbeddedServer:
         self._proc = proc
 
         def log_tail() -> str:
-            parts = [_tail(out_path), _tail(self.log_file, log_offset)]
+            parts = [tail_of_log(out_path), tail_of_log(self.log_file, log_offset)]
             return "\n".join(p for p in parts if p)
 
         deadline = time.monotonic() + START_TIMEOUT
@@ -580,127 +578,6 @@ class _PortInUse(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# A cluster of servers
-# --------------------------------------------------------------------------------------------
-
-
-class EmbeddedCluster:
-    """``masters`` cluster-mode servers with the 16384 slots split evenly (no replicas)."""
-
-    def __init__(self, base_dir: Path | None = None, masters: int = 3) -> None:
-        if masters < 1:
-            raise ValueError("masters must be >= 1")
-        self._owns_dir = base_dir is None
-        if base_dir is None:
-            base_dir = Path(tempfile.mkdtemp(prefix="callqueue-valkey-cluster-"))
-        self.base_dir = base_dir.resolve()
-        self.masters = masters
-        self.nodes: list[EmbeddedServer] = []
-
-    @property
-    def url(self) -> str:
-        return self._require_nodes()[0].url
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self._require_nodes()]
-
-    def _require_nodes(self) -> list[EmbeddedServer]:
-        if not self.nodes:
-            raise EmbeddedServerError("the cluster has not been started")
-        return self.nodes
-
-    def start(self) -> Self:
-        """Start the nodes, assign slots, MEET, and wait (20 s) for ``cluster_state:ok``."""
-        if not self.nodes:
-            dirs = [self.base_dir / f"node{i}" for i in range(self.masters)]
-            stale = [d for d in dirs if (d / "nodes.conf").exists()]
-            if stale:
-                raise EmbeddedServerError(
-                    f"{stale[0]} already holds a cluster configuration (nodes.conf) from "
-                    "another run; use a fresh base_dir"
-                )
-            self.nodes = [EmbeddedServer(d, cluster=True) for d in dirs]
-        try:
-            for node in self.nodes:
-                node.start()
-            self._form()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        if self._owns_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-            self.nodes = []
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @contextlib.contextmanager
-    def _clients(self) -> Iterator[list[redis.Redis]]:
-        clients = [
-            redis.Redis(
-                host=HOST,
-                port=node.port,
-                socket_timeout=5.0,
-                socket_connect_timeout=5.0,
-                decode_responses=True,
-            )
-            for node in self.nodes
-        ]
-        try:
-            yield clients
-        finally:
-            for client in clients:
-                client.close()
-
-    def _form(self) -> None:
-        count = len(self.nodes)
-        with self._clients() as clients:
-            for i, client in enumerate(clients):
-                info: dict[str, Any] = client.cluster("INFO")
-                if int(info.get("cluster_slots_assigned", 0)) > 0:
-                    continue  # restarted nodes keep their slots in nodes.conf
-                first = i * CLUSTER_SLOTS // count
-                last = (i + 1) * CLUSTER_SLOTS // count - 1
-                client.cluster("ADDSLOTSRANGE", first, last)
-            # A MEET must name the bus port: it is not the default port + 10000 here.
-            first_node = self.nodes[0]
-            for client in clients[1:]:
-                client.cluster("MEET", HOST, first_node.port, first_node.bus_port)
-            deadline = time.monotonic() + CLUSTER_TIMEOUT
-            while True:
-                problems = []
-                for node, client in zip(self.nodes, clients, strict=True):
-                    info = client.cluster("INFO")
-                    state = info.get("cluster_state")
-                    known = int(info.get("cluster_known_nodes", 0))
-                    if state != "ok" or known != count:
-                        problems.append(f"{node.url}: state={state} known_nodes={known}")
-                if not problems:
-                    return
-                if time.monotonic() >= deadline:
-                    raise EmbeddedServerError(
-                        f"cluster did not reach cluster_state:ok within {CLUSTER_TIMEOUT:.0f} s: "
-                        + "; ".join(problems),
-                        _tail(self.nodes[0].log_file),
-                    )
-                time.sleep(0.05)
-
-
-# --------------------------------------------------------------------------------------------
 # The product's no-set-up default
 # --------------------------------------------------------------------------------------------
 
@@ -764,7 +641,7 @@ def ensure_local_server(data_dir: Path) -> tuple[str, EmbeddedServer | None]:
                     raise EmbeddedServerError(
                         f"the embedded server recorded in {state_file} (pid {pid}, port {port}) "
                         f"is running but does not answer PING; stop it or remove {state_file}",
-                        _tail(data_dir / LOG_FILE),
+                        tail_of_log(data_dir / LOG_FILE),
                     )
                 time.sleep(_POLL)
             else:
@@ -775,58 +652,3 @@ def ensure_local_server(data_dir: Path) -> tuple[str, EmbeddedServer | None]:
         server._state_file = state_file
         server.start()
         return server.local_url, server
-
-
-# --------------------------------------------------------------------------------------------
-# TLS material for tests and local trials
-# --------------------------------------------------------------------------------------------
-
-
-def make_self_signed_tls(directory: Path) -> TlsFiles:
-    """Make ``ca.crt`` and ``server.crt``/``server.key`` (for 127.0.0.1 and localhost)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise EmbeddedServerError("the openssl command is needed to make TLS certificates")
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
-    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "server.ext"
-    ext.write_text(
-        "basicConstraints = critical, CA:FALSE\n"
-        "keyUsage = critical, digitalSignature, keyEncipherment\n"
-        "extendedKeyUsage = serverAuth\n"
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-        "subjectKeyIdentifier = hash\n"
-        "authorityKeyIdentifier = keyid, issuer\n",
-        encoding="ascii",
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        result = subprocess.run(
-            [openssl, *args], capture_output=True, text=True, check=False, timeout=30
-        )
-        if result.returncode != 0:
-            raise EmbeddedServerError(
-                f"openssl {args[0]} failed (exit {result.returncode})",
-                (result.stderr or result.stdout).strip(),
-            )
-
-    run(
-        "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "3650",
-        "-subj", "/CN=callqueue local test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    run("req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
-    run(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-set_serial", str(secrets.randbits(63)), "-days", "825",
-        "-out", str(crt), "-extfile", str(ext),
-    )  # fmt: skip
-    for private in (ca_key, key):
-        private.chmod(0o600)
-    csr.unlink(missing_ok=True)
-    ext.unlink(missing_ok=True)
-    return TlsFiles(ca=ca_crt, cert=crt, key=key)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from api_support import SettingsFactory, app_client, claim_paced, seed_call
 
-from callqueue.embedded import EmbeddedCluster
 from callqueue.engine.queue import EndFacts
 from callqueue.models import CallSpec, ClaimBlock, Outcome
 from callqueue.runtime import Runtime
+from callqueue.testing.cluster import EmbeddedCluster
 
 
 async def test_empty_queue(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -12,11 +12,11 @@ import redis
 import redis.asyncio
 from engine_support import own_number, spec
 
-from callqueue.embedded import EmbeddedCluster
 from callqueue.engine.connection import connect
 from callqueue.engine.durability import Durability, DurabilityOptions, DurabilityUnavailable
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
+from callqueue.testing.cluster import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -24,17 +24,17 @@ from redis.exceptions import RedisClusterException
 import callqueue.embedded as embedded
 from callqueue.embedded import (
     MALLOC_TCACHE_COUNT,
-    EmbeddedCluster,
     EmbeddedServer,
     EmbeddedServerError,
     TlsFiles,
     ensure_local_server,
-    make_self_signed_tls,
     server_binary,
     server_env,
 )
 from callqueue.engine.connection import connect, connect_sync, describe
 from callqueue.engine.lean import LeanPool
+from callqueue.testing.cluster import EmbeddedCluster
+from callqueue.testing.tls import make_self_signed_tls
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:

@@ -24,11 +24,11 @@ from procs import (
 )
 
 from callqueue.carriers.simulator import read_ledger
-from callqueue.embedded import EmbeddedCluster
 from callqueue.engine.connection import connect
 from callqueue.engine.options import QueueOptions
 from callqueue.engine.queue import CallQueue
 from callqueue.models import CallStatus, RetryPolicy
+from callqueue.testing.cluster import EmbeddedCluster
 
 pytestmark = pytest.mark.slow  # worker processes
 

@@ -10,7 +10,8 @@ promoted within a few seconds (automatic failover).
         took = cluster.wait_failover(victim)  # a replica of it is master, cluster_state ok
 
 Each node is an :class:`~callqueue.embedded.EmbeddedServer` (the bundled ``valkey-server``)
-in cluster mode with AOF on; start and stop are :class:`~callqueue.embedded.EmbeddedCluster`'s
+in cluster mode with AOF on; start and stop are those of
+:class:`~callqueue.testing.cluster.EmbeddedCluster`
 (masters only, the regular test suite's cluster), the forming step is this one's.
 """
 
@@ -24,13 +25,8 @@ from typing import Any
 
 import redis
 
-from callqueue.embedded import (
-    CLUSTER_SLOTS,
-    HOST,
-    EmbeddedCluster,
-    EmbeddedServer,
-    EmbeddedServerError,
-)
+from callqueue.embedded import CLUSTER_SLOTS, HOST, EmbeddedServer, EmbeddedServerError
+from callqueue.testing.cluster import EmbeddedCluster
 
 __all__ = ["ReplicaCluster"]
 
