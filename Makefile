@@ -30,8 +30,8 @@ typecheck: $(STAMP)
 	  MYPYPATH=tests:tests/e2e:tests/integration:tests/api:tests/chaos $(BIN)/mypy $$conftest || exit 1; \
 	done
 
-# Everything, with branch coverage of src/callqueue in the test process (not in the processes it
-# starts). The figure is printed, not enforced; `.venv/bin/coverage report` gives it by file.
+# Everything, with branch coverage of src/callqueue, in the Python processes the tests start
+# too. The figure is printed, not enforced; `.venv/bin/coverage report` gives it by file.
 test: lint
 	rm -f .coverage .coverage.*
 	$(BIN)/pytest -q --cov --cov-report=
